@@ -1,0 +1,188 @@
+"""The worker runner: runs handlers over the log with bounded concurrency and drains on stop.
+
+For each subscription (topic, group, handler) the runner keeps partition leases in balance with
+the group's other live consumers (``ceil(partitions / consumers)`` each), reads every leased
+partition in order and calls the handler once per record, one record at a time per partition
+(so order within a partition — within a key — is kept), at most ``max_concurrency`` handler calls
+at once across partitions. A record is acknowledged after its handler returns. A handler that
+raises is retried with backoff; after ``max_attempts`` deliveries the record goes to
+``<topic>.dlq`` with the error and the partition moves on. Nothing is dropped silently.
+
+``stop()`` stops reading, lets running handlers finish until the grace deadline, then cancels
+them; unacknowledged records stay pending and are redelivered to whoever leases the partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from fanout.core.log import Log, LogRecord
+
+__all__ = ["ConsumerRunner", "Handler", "Subscription"]
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[LogRecord], Awaitable[None]]
+
+LEASE_MS = 10_000  # a dead consumer's partitions move after at most this long
+IDLE_WAIT_S = 0.25  # upper bound on the wait for new records when a partition is idle
+RETRY_BACKOFF_S = 0.05  # first retry delay; doubles per attempt
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    topic: str
+    group: str
+    handler: Handler
+    batch: int = 100  # records fetched per read
+
+
+class ConsumerRunner:
+    def __init__(
+        self,
+        log_: Log,
+        subscriptions: Sequence[Subscription],
+        consumer: str,
+        *,
+        max_concurrency: int = 16,
+        max_attempts: int = 3,
+        lease_ms: int = LEASE_MS,
+        retry_backoff_s: float = RETRY_BACKOFF_S,
+    ) -> None:
+        self._log = log_
+        self._subs = list(subscriptions)
+        self.consumer = consumer
+        self._slots = asyncio.Semaphore(max_concurrency)
+        self._max_attempts = max_attempts
+        self._lease_ms = lease_ms
+        self._backoff_s = retry_backoff_s
+        self._stopping = asyncio.Event()
+        self._owned: dict[tuple[str, int], asyncio.Task[None]] = {}
+        self._balancers: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Start balancing and consuming in background tasks; returns at once."""
+        for sub in self._subs:
+            self._balancers.append(
+                asyncio.create_task(self._balance_loop(sub), name=f"balance:{sub.topic}")
+            )
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Stop intake, let handlers finish until ``grace_s``, cancel the rest, free leases."""
+        self._stopping.set()
+        for task in self._balancers:
+            task.cancel()
+        tasks = list(self._owned.values())
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*self._balancers, return_exceptions=True)
+        for sub in self._subs:
+            for topic, partition in list(self._owned):
+                if topic == sub.topic:
+                    with contextlib.suppress(Exception):  # the lease expires on its own anyway
+                        await self._log.release(topic, sub.group, self.consumer, partition)
+        self._owned.clear()
+
+    def owned_partitions(self, topic: str) -> list[int]:
+        return sorted(p for (t, p), task in self._owned.items() if t == topic and not task.done())
+
+    async def _balance_loop(self, sub: Subscription) -> None:
+        interval_s = self._lease_ms / 3000
+        while not self._stopping.is_set():
+            try:
+                await self._rebalance(sub)
+            except Exception:
+                log.exception("rebalancing %s/%s failed; retrying", sub.topic, sub.group)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), interval_s)
+
+    async def _rebalance(self, sub: Subscription) -> None:
+        log_, me, ttl = self._log, self.consumer, self._lease_ms
+        alive = max(await log_.join(sub.topic, sub.group, me, ttl), 1)
+        target = math.ceil(log_.partitions / alive)
+        mine = self.owned_partitions(sub.topic)
+        for partition in mine:  # renew, and notice leases lost (e.g. after a long pause)
+            if not await log_.acquire(sub.topic, sub.group, me, partition, ttl):
+                self._drop(sub.topic, partition)
+        mine = self.owned_partitions(sub.topic)
+        for partition in mine[target:]:  # give back extras so newcomers get a share
+            await self._finish(sub.topic, partition)
+            await log_.release(sub.topic, sub.group, me, partition)
+        free = [p for p in range(log_.partitions) if p not in mine]
+        for partition in free:
+            if len(self.owned_partitions(sub.topic)) >= target or self._stopping.is_set():
+                break
+            if await log_.acquire(sub.topic, sub.group, me, partition, ttl):
+                self._owned[(sub.topic, partition)] = asyncio.create_task(
+                    self._partition_loop(sub, partition), name=f"consume:{sub.topic}:{partition}"
+                )
+
+    def _drop(self, topic: str, partition: int) -> None:
+        task = self._owned.pop((topic, partition), None)
+        if task is not None:
+            task.cancel()
+
+    async def _finish(self, topic: str, partition: int) -> None:
+        """Stop a partition loop after its current record (used when handing a lease back)."""
+        task = self._owned.pop((topic, partition), None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _partition_loop(self, sub: Subscription, partition: int) -> None:
+        while not self._stopping.is_set():
+            try:
+                records = await self._log.read(
+                    sub.topic, sub.group, self.consumer, partition, sub.batch
+                )
+            except Exception:
+                log.exception("reading %s[%d] failed; retrying", sub.topic, partition)
+                await asyncio.sleep(IDLE_WAIT_S)
+                continue
+            if not records:
+                await self._log.wait(sub.topic, IDLE_WAIT_S)
+                continue
+            for record in records:
+                if self._stopping.is_set():
+                    return  # the rest stay pending and are redelivered
+                await self._handle(sub, record)
+
+    async def _handle(self, sub: Subscription, record: LogRecord) -> None:
+        attempt = record.deliveries
+        while True:
+            if attempt > self._max_attempts:
+                await self._log.dead_letter(
+                    sub.group, record, f"delivered {attempt - 1} times without success"
+                )
+                return
+            try:
+                async with self._slots:
+                    await sub.handler(record)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning(
+                    "handler for %s[%d]@%s failed (attempt %d/%d): %r",
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    attempt,
+                    self._max_attempts,
+                    exc,
+                )
+                if attempt >= self._max_attempts:
+                    await self._log.dead_letter(sub.group, record, repr(exc))
+                    return
+                await asyncio.sleep(self._backoff_s * 2 ** (attempt - record.deliveries))
+                attempt += 1
+                continue
+            await self._log.ack(sub.group, [record])
+            return

@@ -1,0 +1,1 @@
+"""Adapters for every port: ``embedded`` (SQLite), ``redis`` and ``postgres``."""

@@ -1,0 +1,251 @@
+"""Contract of the log port (fanout.core.log), on every backend."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+
+from fanout.core.consumer import ConsumerRunner, Subscription
+from fanout.core.log import DLQ_SUFFIX, LogRecord
+from fanout.core.partition import partition_for
+from tests.contract.conftest import PARTITIONS, LogFactory
+
+TOPIC = "test.events"
+GROUP = "g1"
+
+
+async def drain(log, partition: int, consumer: str = "c1", group: str = GROUP) -> list[LogRecord]:
+    """Read and ack everything in one partition."""
+    seen: list[LogRecord] = []
+    while batch := await log.read(TOPIC, group, consumer, partition, 50):
+        seen.extend(batch)
+        await log.ack(group, batch)
+    return seen
+
+
+async def test_records_keep_their_order_within_a_partition(make_log: LogFactory) -> None:
+    log = await make_log()
+    keys = [f"k{i % 7}" for i in range(210)]
+    for i, key in enumerate(keys):
+        await log.publish(TOPIC, key, f"{key}:{i}".encode())
+    by_key: dict[str, list[int]] = collections.defaultdict(list)
+    total = 0
+    for partition in range(PARTITIONS):
+        records = await drain(log, partition)
+        offsets = [r.offset for r in records]
+        assert len(set(offsets)) == len(offsets)
+        for record in records:
+            assert record.partition == partition == partition_for(record.key, PARTITIONS)
+            key, index = record.payload.decode().split(":")
+            assert key == record.key
+            by_key[key].append(int(index))
+        total += len(records)
+    assert total == len(keys)
+    for key, indexes in by_key.items():
+        assert indexes == sorted(indexes), key
+        assert len(indexes) == keys.count(key)
+
+
+async def test_publish_many_keeps_order_and_headers_round_trip(make_log: LogFactory) -> None:
+    log = await make_log()
+    await log.publish_many(TOPIC, [("same", str(i).encode()) for i in range(30)])
+    await log.publish(TOPIC, "same", b"last", {"trace": "abc"})
+    records = await drain(log, partition_for("same", PARTITIONS))
+    assert [r.payload for r in records] == [str(i).encode() for i in range(30)] + [b"last"]
+    assert records[-1].headers == {"trace": "abc"}
+    assert all(r.deliveries == 1 for r in records)
+
+
+async def test_a_new_group_sees_earlier_records(make_log: LogFactory) -> None:
+    log = await make_log()
+    await log.publish(TOPIC, "a", b"1")
+    assert [r.payload for r in await drain(log, partition_for("a", PARTITIONS), group="late")] == [
+        b"1"
+    ]
+
+
+async def test_unacked_records_are_redelivered_after_the_consumer_dies(
+    make_log: LogFactory,
+) -> None:
+    first, second = await make_log(), await make_log()
+    partition = partition_for("k", PARTITIONS)
+    for i in range(5):
+        await first.publish(TOPIC, "k", str(i).encode())
+    assert await first.acquire(TOPIC, GROUP, "dying", partition, 300)
+    got = await first.read(TOPIC, GROUP, "dying", partition, 3)
+    await first.ack(GROUP, got[:1])  # handled one, then "crashed" holding two
+    assert not await second.acquire(TOPIC, GROUP, "heir", partition, 300)
+    await asyncio.sleep(0.45)  # the dead consumer's lease runs out
+    assert await second.acquire(TOPIC, GROUP, "heir", partition, 300)
+    again = await second.read(TOPIC, GROUP, "heir", partition, 10)
+    assert [r.payload for r in again] == [b"1", b"2", b"3", b"4"]
+    assert [r.deliveries for r in again] == [2, 2, 1, 1]
+    assert [r.offset for r in again[:2]] == [r.offset for r in got[1:]]
+    await second.ack(GROUP, again)
+    assert await second.read(TOPIC, GROUP, "heir", partition, 10) == []
+
+
+async def test_leases_are_exclusive_and_renewable(make_log: LogFactory) -> None:
+    a, b = await make_log(), await make_log()
+    assert await a.acquire(TOPIC, GROUP, "a", 0, 5_000)
+    assert await a.acquire(TOPIC, GROUP, "a", 0, 5_000)  # renewal by the holder
+    assert not await b.acquire(TOPIC, GROUP, "b", 0, 5_000)
+    assert await b.acquire(TOPIC, "other-group", "b", 0, 5_000)  # leases are per group
+    await b.release(TOPIC, GROUP, "b", 0)  # not the holder: no effect
+    assert not await b.acquire(TOPIC, GROUP, "b", 0, 5_000)
+    await a.release(TOPIC, GROUP, "a", 0)
+    assert await b.acquire(TOPIC, GROUP, "b", 0, 5_000)
+
+
+async def test_membership_counts_live_consumers(make_log: LogFactory) -> None:
+    log = await make_log()
+    assert await log.join(TOPIC, GROUP, "a", 300) == 1
+    assert await log.join(TOPIC, GROUP, "b", 5_000) == 2
+    await asyncio.sleep(0.45)
+    assert await log.join(TOPIC, GROUP, "b", 5_000) == 1  # a stopped heartbeating
+
+
+async def test_lag_counts_undelivered_and_unacked(make_log: LogFactory) -> None:
+    log = await make_log()
+    await log.join(TOPIC, GROUP, "c", 5_000)
+    assert await log.lag(TOPIC, GROUP) == 0
+    for i in range(10):
+        await log.publish(TOPIC, "k", str(i).encode())
+    assert await log.lag(TOPIC, GROUP) == 10
+    partition = partition_for("k", PARTITIONS)
+    batch = await log.read(TOPIC, GROUP, "c", partition, 4)
+    assert await log.lag(TOPIC, GROUP) == 10  # delivered but not acknowledged
+    await log.ack(GROUP, batch)
+    await log.ack(GROUP, batch)  # twice is harmless
+    assert await log.lag(TOPIC, GROUP) == 6
+    assert (TOPIC, GROUP) in await log.groups()
+
+
+async def test_dead_letter_moves_the_record_with_its_error(make_log: LogFactory) -> None:
+    log = await make_log()
+    await log.publish(TOPIC, "k", b"poison", {"trace": "t1"})
+    partition = partition_for("k", PARTITIONS)
+    (record,) = await log.read(TOPIC, GROUP, "c", partition, 10)
+    await log.dead_letter(GROUP, record, "ValueError('bad')")
+    assert await log.read(TOPIC, GROUP, "c", partition, 10) == []
+    assert await log.lag(TOPIC, GROUP) == 0
+    (dead,) = await log.read(TOPIC + DLQ_SUFFIX, "inspect", "c", partition, 10)
+    assert dead.payload == b"poison" and dead.key == "k"
+    assert dead.headers["error"] == "ValueError('bad')"
+    assert dead.headers["trace"] == "t1"
+    assert dead.headers["source_offset"] == record.offset
+
+
+async def test_runner_sends_a_failing_record_to_the_dlq_after_max_attempts(
+    make_log: LogFactory,
+) -> None:
+    log = await make_log()
+    attempts: collections.Counter[bytes] = collections.Counter()
+    handled: list[bytes] = []
+
+    async def handler(record: LogRecord) -> None:
+        attempts[record.payload] += 1
+        if record.payload == b"poison":
+            raise ValueError("cannot handle poison")
+        handled.append(record.payload)
+
+    for payload in (b"before", b"poison", b"after"):
+        await log.publish(TOPIC, "k", payload)
+    runner = ConsumerRunner(
+        log, [Subscription(TOPIC, GROUP, handler)], "c1", max_attempts=3, retry_backoff_s=0.001
+    )
+    await runner.start()
+    try:
+        await wait_until(lambda: len(handled) == 2)
+    finally:
+        await runner.stop()
+    assert handled == [b"before", b"after"]  # order kept around the poison record
+    assert attempts[b"poison"] == 3
+    dead = await log.read(TOPIC + DLQ_SUFFIX, "x", "c", partition_for("k", PARTITIONS), 10)
+    assert [r.payload for r in dead] == [b"poison"]
+    assert "cannot handle poison" in dead[0].headers["error"]
+    assert await log.lag(TOPIC, GROUP) == 0
+
+
+async def test_runner_redelivers_to_the_dlq_a_record_that_keeps_killing_consumers(
+    make_log: LogFactory,
+) -> None:
+    log = await make_log()
+    await log.publish(TOPIC, "k", b"crasher")
+    partition = partition_for("k", PARTITIONS)
+    for attempt in range(3):  # three consumers each die while handling it
+        assert await log.acquire(TOPIC, GROUP, f"dead{attempt}", partition, 100)
+        assert len(await log.read(TOPIC, GROUP, f"dead{attempt}", partition, 10)) == 1
+        await asyncio.sleep(0.15)
+    seen: list[bytes] = []
+
+    async def handler(record: LogRecord) -> None:
+        seen.append(record.payload)
+
+    runner = ConsumerRunner(log, [Subscription(TOPIC, GROUP, handler)], "c", max_attempts=3)
+    await runner.start()
+    try:
+        await wait_until(lambda: False, timeout_s=0.5, fail=False)
+    finally:
+        await runner.stop()
+    assert seen == []
+    dead = await log.read(TOPIC + DLQ_SUFFIX, "x", "c", partition, 10)
+    assert [r.payload for r in dead] == [b"crasher"]
+
+
+async def test_two_consumers_share_a_group_without_processing_a_record_twice(
+    make_log: LogFactory,
+) -> None:
+    log_a, log_b = await make_log(), await make_log()
+    in_flight: set[str] = set()
+    processed: collections.Counter[str] = collections.Counter()
+    order: dict[str, list[int]] = collections.defaultdict(list)
+    overlaps: list[str] = []
+    consumers_used: dict[str, set[str]] = collections.defaultdict(set)
+
+    def handler_for(name: str):  # type: ignore[no-untyped-def]
+        async def handler(record: LogRecord) -> None:
+            ident = f"{record.partition}/{record.offset}"
+            if ident in in_flight:
+                overlaps.append(ident)
+            in_flight.add(ident)
+            await asyncio.sleep(0.001)
+            in_flight.discard(ident)
+            processed[ident] += 1
+            key, index = record.payload.decode().split(":")
+            order[key].append(int(index))
+            consumers_used[name].add(key)
+
+        return handler
+
+    runners = [
+        ConsumerRunner(
+            log_, [Subscription(TOPIC, GROUP, handler_for(name), batch=10)], name, lease_ms=1_500
+        )
+        for log_, name in ((log_a, "a"), (log_b, "b"))
+    ]
+    for runner in runners:
+        await runner.start()
+    total = 400
+    try:
+        for i in range(total):
+            key = f"k{i % 16}"
+            await log_a.publish(TOPIC, key, f"{key}:{i}".encode())
+        await wait_until(lambda: sum(processed.values()) >= total, timeout_s=20)
+    finally:
+        for runner in runners:
+            await runner.stop()
+    assert overlaps == []
+    assert len(processed) == total and set(processed.values()) == {1}
+    for key, indexes in order.items():
+        assert indexes == sorted(indexes), key
+    assert await log_a.lag(TOPIC, GROUP) == 0
+
+
+async def wait_until(condition, timeout_s: float = 10.0, fail: bool = True) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            assert not fail, "condition not reached in time"
+            return
+        await asyncio.sleep(0.01)
