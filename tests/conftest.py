@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from tests.servers import BackendUnavailable, postgres_server, redis_server
+from bench.servers import BackendUnavailable, postgres_server, redis_server
 
 
 def _unavailable(what: str, exc: Exception) -> None:

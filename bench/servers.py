@@ -1,4 +1,4 @@
-"""Throwaway Redis and PostgreSQL servers for the test suite (and the benchmarks).
+"""Throwaway Redis and PostgreSQL servers for the benchmarks and the test suite.
 
 Each starts on a free port in a temporary directory and is stopped at the end of the session,
 so runs are isolated and work on any machine with the binaries. ``FANOUT_TEST_REDIS_URL`` and
