@@ -1,0 +1,91 @@
+"""The ASGI application factory.
+
+``create_app(settings)`` returns a plain ASGI app. Its lifespan builds the platform
+(``bootstrap.build``) on startup and closes it on shutdown, so one process serves the API and,
+in embedded mode, runs every consumer too. Middleware, outermost first: metrics, rate limiting,
+body size limit, then Starlette's routing and the error table of ``api/errors.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.types import ASGIApp
+
+from fanout.api import accounts, ops
+from fanout.api.errors import install_error_handlers
+from fanout.api.metrics import Metrics, MetricsMiddleware
+from fanout.api.middleware import BodyLimitMiddleware, ClientAddress, RateLimitMiddleware
+from fanout.api.openapi import build_openapi
+from fanout.api.routing import Operation, routes
+from fanout.api.wire import encode
+from fanout.bootstrap import Platform, build
+from fanout.core.config import Settings
+from fanout.core.ratelimit import RateLimiter
+
+__all__ = ["OPERATIONS", "create_app"]
+
+OPERATIONS: list[Operation] = [*ops.OPERATIONS, *accounts.OPERATIONS]
+
+
+def create_app(
+    settings: Settings, *, operations: Sequence[Operation] | None = None, **build_options: Any
+) -> ASGIApp:
+    """The fanout ASGI app; ``build_options`` go to :func:`fanout.bootstrap.build`.
+
+    ``operations`` narrows the routes (a worker process serves only the ops routes).
+    """
+    served = list(OPERATIONS if operations is None else operations)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        platform = await build(settings, **build_options)
+        app.state.platform = platform
+        try:
+            yield
+        finally:
+            await platform.close()
+
+    app = Starlette(
+        routes=routes(served),
+        exception_handlers=install_error_handlers(),
+        lifespan=lifespan,
+    )
+    app.state.openapi = encode(build_openapi(served))
+
+    def platform() -> Platform | None:
+        return getattr(app.state, "platform", None)
+
+    def limiter() -> RateLimiter | None:
+        p = platform()
+        return p.rate_limiter if p else None
+
+    def metrics() -> Metrics | None:
+        p = platform()
+        return p.metrics if p else None
+
+    def on_limited(scope_name: str) -> None:
+        m = metrics()
+        if m is not None:
+            m.rate_limited.labels(scope_name).inc()
+
+    def user_of(token: str) -> int | None:
+        p = platform()
+        return p.user_of_token(token) if p else None
+
+    stack: ASGIApp = BodyLimitMiddleware(app, _limit_for(settings))
+    stack = RateLimitMiddleware(
+        stack, limiter, user_of, ClientAddress(settings.trusted_proxies),
+        settings.rate_limit_per_s, on_limited,
+    )  # fmt: skip
+    return MetricsMiddleware(stack, metrics)
+
+
+def _limit_for(settings: Settings) -> Callable[[str], int]:
+    def limit(path: str) -> int:
+        return settings.max_body_bytes
+
+    return limit

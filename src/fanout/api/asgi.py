@@ -1,0 +1,17 @@
+"""ASGI entry point for servers that import the app by name (granian runs ``factory()``).
+
+The settings come from the ``FANOUT_*`` environment the CLI prepared for the server process.
+"""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp
+
+from fanout.api.app import create_app
+from fanout.core.config import Settings
+
+__all__ = ["factory"]
+
+
+def factory() -> ASGIApp:
+    return create_app(Settings.from_env())

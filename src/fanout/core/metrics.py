@@ -1,0 +1,10 @@
+"""Names of the platform's metrics, so every process and dashboard agrees on them."""
+
+from __future__ import annotations
+
+__all__ = ["HTTP_REQUESTS", "HTTP_REQUEST_SECONDS", "LOG_LAG", "RATE_LIMITED"]
+
+HTTP_REQUESTS = "fanout_http_requests"  # counter: method, route, status
+HTTP_REQUEST_SECONDS = "fanout_http_request_seconds"  # histogram: method, route
+LOG_LAG = "fanout_log_lag_records"  # gauge: topic, group — records not yet acknowledged
+RATE_LIMITED = "fanout_rate_limited"  # counter: scope (ip, user)
