@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from fanout.accounts.ports import SecretStore, UserStore
 from fanout.core.clock import SystemClock
 from fanout.core.log import Log
 
 LogFactory = Callable[[], Awaitable[Log]]
 
 LOG_BACKENDS = ["sqlite", "redis"]
+ACCOUNT_BACKENDS = ["sqlite", "postgres"]
 PARTITIONS = 4
 
 
@@ -46,3 +49,46 @@ async def make_log(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
     yield make
     for close in reversed(closers):
         await close()
+
+
+@dataclass(frozen=True, slots=True)
+class AccountStores:
+    users: UserStore
+    secrets: SecretStore
+
+
+@pytest.fixture(params=ACCOUNT_BACKENDS)
+def account_backend(request: pytest.FixtureRequest) -> tuple[str, str | None]:
+    """The backend name and, for PostgreSQL, a fresh database's URL.
+
+    Sync on purpose: an async fixture cannot ``getfixturevalue`` another async fixture (the
+    event loop is already running), and only the postgres case may need the server.
+    """
+    if request.param == "postgres":
+        return "postgres", request.getfixturevalue("fresh_database_url")
+    return request.param, None
+
+
+@pytest.fixture
+async def accounts(
+    account_backend: tuple[str, str | None], tmp_path: Path
+) -> AsyncIterator[AccountStores]:
+    """The accounts stores of one backend, on a fresh database."""
+    backend, database_url = account_backend
+    if backend == "sqlite":
+        from fanout.storage.embedded.accounts import FileSecretStore, SqliteUserStore
+        from fanout.storage.embedded.engine import SqliteEngine
+
+        sqlite = SqliteEngine(tmp_path / "x.sqlite3")
+        await sqlite.start()
+        yield AccountStores(SqliteUserStore(sqlite), FileSecretStore(tmp_path))
+        await sqlite.close()
+    else:
+        from fanout.storage.postgres.accounts import PostgresSecretStore, PostgresUserStore
+        from fanout.storage.postgres.engine import PostgresEngine
+
+        assert database_url is not None
+        postgres = PostgresEngine(database_url)
+        await postgres.start()
+        yield AccountStores(PostgresUserStore(postgres), PostgresSecretStore(postgres))
+        await postgres.close()
