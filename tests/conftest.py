@@ -5,10 +5,13 @@ A backend that cannot be started is skipped on a laptop, and fails the run when 
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Coroutine, Iterator
+from typing import Any
 
 import pytest
 
@@ -50,34 +53,40 @@ def postgres_url() -> Iterator[str]:
         yield url
 
 
+def _in_own_loop(coro: Coroutine[Any, Any, None]) -> None:
+    """Run setup I/O on a private loop in a thread: callable from sync and async fixtures."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, coro).result()
+
+
 @pytest.fixture
-async def clean_redis_url(redis_url: str) -> AsyncIterator[str]:
+def clean_redis_url(redis_url: str) -> str:
     """The test Redis, emptied before the test."""
-    import redis.asyncio as aioredis
+    import redis
 
-    client = aioredis.Redis.from_url(redis_url)
+    client = redis.Redis.from_url(redis_url)
     try:
-        await client.flushdb()
+        client.flushdb()
     finally:
-        await client.aclose()
-    yield redis_url
+        client.close()
+    return redis_url
 
 
 @pytest.fixture
-async def fresh_database_url(postgres_url: str) -> AsyncIterator[str]:
+def fresh_database_url(postgres_url: str) -> Iterator[str]:
     """A new, empty PostgreSQL database for this test; dropped afterwards."""
     import asyncpg
 
     name = "t_" + uuid.uuid4().hex[:12]
-    admin = await asyncpg.connect(postgres_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(postgres_url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    _in_own_loop(admin(f'CREATE DATABASE "{name}"'))
     base = postgres_url.rsplit("/", 1)[0]
     yield f"{base}/{name}"
-    admin = await asyncpg.connect(postgres_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    _in_own_loop(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -150,19 +150,28 @@ class ConsumerRunner:
             if not records:
                 await self._log.wait(sub.topic, IDLE_WAIT_S)
                 continue
-            for record in records:
-                if self._stopping.is_set():
-                    return  # the rest stay pending and are redelivered
-                await self._handle(sub, record)
+            handled: list[LogRecord] = []
+            try:
+                for record in records:
+                    if self._stopping.is_set():
+                        return  # the rest stay pending and are redelivered
+                    if await self._handle(sub, record):
+                        handled.append(record)
+            finally:
+                # One acknowledgement per batch, not per record: a crash before it redelivers
+                # records already handled, which idempotent handlers absorb.
+                if handled:
+                    await asyncio.shield(self._log.ack(sub.group, handled))
 
-    async def _handle(self, sub: Subscription, record: LogRecord) -> None:
+    async def _handle(self, sub: Subscription, record: LogRecord) -> bool:
+        """Run the handler with retries: True when it succeeded, False when dead-lettered."""
         attempt = record.deliveries
         while True:
             if attempt > self._max_attempts:
                 await self._log.dead_letter(
                     sub.group, record, f"delivered {attempt - 1} times without success"
                 )
-                return
+                return False
             try:
                 async with self._slots:
                     await sub.handler(record)
@@ -180,9 +189,8 @@ class ConsumerRunner:
                 )
                 if attempt >= self._max_attempts:
                     await self._log.dead_letter(sub.group, record, repr(exc))
-                    return
+                    return False
                 await asyncio.sleep(self._backoff_s * 2 ** (attempt - record.deliveries))
                 attempt += 1
                 continue
-            await self._log.ack(sub.group, [record])
-            return
+            return True
