@@ -1,0 +1,190 @@
+"""The ``fanout`` command: serve | worker | migrate | config | bench.
+
+Every setting of :class:`fanout.core.config.Settings` is a ``FANOUT_*`` variable and, on the
+commands that take settings, a ``--flag`` of the same name; a flag wins over the variable. This is
+the one place that reads the environment (``Settings.from_env``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from fanout.core.config import Settings, field_type, parse_field
+from fanout.core.errors import FanoutError
+
+__all__ = ["main"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+WORKER_OPS_PORT = 8001  # a worker process's /healthz, /readyz, /metrics
+
+
+def settings_options(func: F) -> F:
+    """Add one ``--flag`` per setting; values given are parsed like their variable."""
+    for f in reversed(dataclasses.fields(Settings)):
+        kind = field_type(f.name)
+        click_type: Any = {int: int, float: float, Path: click.Path(path_type=Path)}.get(kind, str)
+        flag = "--" + f.name.replace("_", "-")
+        func = click.option(
+            flag, f.name, type=click_type, default=None,
+            help=f"FANOUT_{f.name.upper()}", show_envvar=False,
+        )(func)  # fmt: skip
+    return func
+
+
+def load_settings(flags: dict[str, Any]) -> Settings:
+    overrides = {
+        name: parse_field(name, value) if isinstance(value, str) else value
+        for name, value in flags.items()
+        if value is not None
+    }
+    try:
+        return Settings.from_env(**overrides)
+    except FanoutError as exc:
+        raise click.UsageError(exc.message) from exc
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+@click.group()
+@click.version_option(package_name="fanout")
+def main() -> None:
+    """fanout: news feed, chat, notifications and short links on one fan-out core."""
+
+
+@main.command()
+@settings_options
+def serve(**flags: Any) -> None:
+    """Serve the API and WebSocket gateway (and, embedded, every consumer) in this process."""
+    settings = load_settings(flags)
+    _logging(settings.log_level)
+    if settings.server == "granian":
+        _serve_granian(settings)
+    else:
+        _serve_uvicorn(settings, operations=None, roles=None)
+
+
+def _serve_uvicorn(settings: Settings, operations: Any, roles: Any) -> None:
+    import uvicorn
+
+    from fanout.api.app import create_app
+
+    options: dict[str, Any] = {}
+    if operations is not None:
+        options["operations"] = operations
+    if roles is not None:
+        options["roles"] = roles
+    uvicorn.run(
+        create_app(settings, **options),
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        ws="websockets-sansio",
+        ws_per_message_deflate=False,  # deflate state costs ~100 KB per socket
+        lifespan="on",
+        log_level=settings.log_level,
+        access_log=False,  # no log line per request on the hot paths
+        timeout_graceful_shutdown=10,
+    )
+
+
+def _serve_granian(settings: Settings) -> None:
+    from granian.constants import Interfaces
+    from granian.server import Server
+
+    # granian imports the app by name in its own worker: hand it the settings as variables.
+    os.environ.update(settings.to_env())
+    Server(
+        "fanout.api.asgi:factory",
+        address=settings.host,
+        port=settings.port,
+        interface=Interfaces.ASGI,
+        factory=True,
+        log_level=settings.log_level,  # type: ignore[arg-type]  # granian's enum takes the name
+    ).serve()
+
+
+@main.command()
+@click.option("--roles", default=",".join(("feed", "chat", "notify", "links")),
+              help="comma-separated consumer roles: feed, chat, notify, links")  # fmt: skip
+@settings_options
+def worker(roles: str, **flags: Any) -> None:
+    """Run consumers only (scaled mode); ops routes on --port (default 8001)."""
+    from fanout.api import ops
+
+    if flags.get("port") is None:
+        flags["port"] = WORKER_OPS_PORT
+    settings = load_settings(flags)
+    if not settings.scaled:
+        raise click.UsageError(
+            "fanout worker needs scaled mode (FANOUT_DATABASE_URL and FANOUT_REDIS_URL); "
+            "embedded `fanout serve` already runs every consumer"
+        )
+    chosen = [r.strip() for r in roles.split(",") if r.strip()]
+    _logging(settings.log_level)
+    _serve_uvicorn(settings, operations=ops.OPERATIONS, roles=chosen)
+
+
+@main.command()
+@settings_options
+def migrate(**flags: Any) -> None:
+    """Apply pending schema migrations and exit."""
+    from fanout.bootstrap import build
+
+    settings = load_settings(flags)
+    _logging(settings.log_level)
+
+    async def run() -> None:
+        platform = await build(settings, consume=False)
+        await platform.close()
+
+    asyncio.run(run())
+    target = (settings.database_url and "PostgreSQL") or str(settings.sqlite_path)
+    click.echo(f"schema up to date ({target})")
+
+
+@main.command()
+@settings_options
+def config(**flags: Any) -> None:
+    """Print the effective settings, secrets masked."""
+    settings = load_settings(flags)
+    shown = settings.display()
+    width = max(len(name) for name in shown)
+    for name, value in shown.items():
+        click.echo(f"{name.ljust(width)}  {value}")
+    click.echo(f"{'mode'.ljust(width)}  {'scaled' if settings.scaled else 'embedded'}")
+
+
+@main.group()
+def bench() -> None:
+    """Benchmarks: print a table, write JSON and a PNG plot under bench-results/."""
+
+
+@bench.command("log")
+@click.option("--records", default=50_000, show_default=True, help="records per backend")
+@click.option("--payload-bytes", default=200, show_default=True)
+@click.option("--backends", default="sqlite,redis", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("bench-results"))
+def bench_log(records: int, payload_bytes: int, backends: str, out: Path) -> None:
+    """Publish + consume records/s through the log on each backend."""
+    from bench import log as workload
+
+    workload.main(records=records, payload_bytes=payload_bytes,
+                  backends=[b.strip() for b in backends.split(",")], out=out)  # fmt: skip
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
