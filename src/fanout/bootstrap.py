@@ -9,23 +9,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from fanout.accounts.passwords import PasswordHasher
 from fanout.accounts.ports import SecretStore, UserStore
 from fanout.accounts.service import AccountService
 from fanout.accounts.tokens import TokenService
-from fanout.api.metrics import Metrics
 from fanout.core.clock import Clock, SystemClock
 from fanout.core.config import Settings
 from fanout.core.consumer import ConsumerRunner, Subscription
 from fanout.core.ids import IdGenerator
 from fanout.core.log import Log
 from fanout.core.ratelimit import InMemoryRateLimiter, RateLimiter
+from fanout.metrics import Metrics
+
+if TYPE_CHECKING:
+    from fanout.storage.redis.ids import WorkerIdLease
 
 __all__ = ["ROLES", "Platform", "build"]
 
@@ -167,7 +172,7 @@ async def _embedded(settings: Settings, clock: Clock, closers: list[Closer]) -> 
 async def _scaled(settings: Settings, clock: Clock, closers: list[Closer]) -> _Wiring:
     from fanout.storage.postgres.accounts import PostgresSecretStore, PostgresUserStore
     from fanout.storage.postgres.engine import PostgresEngine
-    from fanout.storage.redis.connection import connect
+    from fanout.storage.redis.connection import connect, ping
     from fanout.storage.redis.ids import WorkerIdLease
     from fanout.storage.redis.log import RedisLog
     from fanout.storage.redis.ratelimit import RedisRateLimiter
@@ -189,22 +194,13 @@ async def _scaled(settings: Settings, clock: Clock, closers: list[Closer]) -> _W
         PostgresSecretStore(engine),
         RedisRateLimiter(client),
         ids,
-        {"postgres": engine.ping, "redis": lambda: _redis_ping(client)},
+        {"postgres": engine.ping, "redis": functools.partial(ping, client)},
         [renewal],
     )
 
 
-async def _redis_ping(client: object) -> None:
-    from fanout.storage.redis.connection import ping
-
-    await ping(client)
-
-
-async def _keep_worker_id(lease: object, ids: IdGenerator) -> None:
+async def _keep_worker_id(lease: WorkerIdLease, ids: IdGenerator) -> None:
     """Renew the worker-id lease; if it was lost, lease another id before issuing more."""
-    from fanout.storage.redis.ids import WorkerIdLease
-
-    assert isinstance(lease, WorkerIdLease)
     while True:
         await asyncio.sleep(lease.ttl_ms / 3000)
         try:

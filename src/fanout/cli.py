@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import importlib
 import logging
 import os
 import sys
@@ -122,11 +123,11 @@ def _serve_granian(settings: Settings) -> None:
               help="comma-separated consumer roles: feed, chat, notify, links")  # fmt: skip
 @settings_options
 def worker(roles: str, **flags: Any) -> None:
-    """Run consumers only (scaled mode); ops routes on --port (default 8001)."""
+    """Run consumers only (scaled mode); ops routes on --port / FANOUT_PORT, else 8001."""
     from fanout.api import ops
 
-    if flags.get("port") is None:
-        flags["port"] = WORKER_OPS_PORT
+    if flags.get("port") is None and not os.environ.get("FANOUT_PORT"):
+        flags["port"] = WORKER_OPS_PORT  # beside a `fanout serve` on 8000 by default
     settings = load_settings(flags)
     if not settings.scaled:
         raise click.UsageError(
@@ -180,8 +181,8 @@ def bench() -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=Path("bench-results"))
 def bench_log(records: int, payload_bytes: int, backends: str, out: Path) -> None:
     """Publish + consume records/s through the log on each backend."""
-    from bench import log as workload
-
+    # bench/ sits beside src/ (installed with the package) and is not type-checked with it.
+    workload = importlib.import_module("bench.log")
     workload.main(records=records, payload_bytes=payload_bytes,
                   backends=[b.strip() for b in backends.split(",")], out=out)  # fmt: skip
 

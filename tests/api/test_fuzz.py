@@ -46,10 +46,8 @@ async def test_random_bodies_never_produce_a_500(client: httpx.AsyncClient) -> N
         response = await client.post(
             path, content=body, headers={"content-type": "application/json"}
         )
-        if (
-            response.status_code >= 500
-            or ("error" not in response.json()
-            and (response.status_code >= 400))
+        if response.status_code >= 500 or (
+            "error" not in response.json() and (response.status_code >= 400)
         ):
             failures.append((path, body, response.status_code))
     assert failures == []

@@ -1,5 +1,4 @@
-"""The HTTP/WebSocket API: an ASGI app on Starlette with msgspec wire types."""
+"""The HTTP/WebSocket API: an ASGI app on Starlette with msgspec wire types.
 
-from fanout.api.app import create_app
-
-__all__ = ["create_app"]
+The app factory is :func:`fanout.api.app.create_app`.
+"""

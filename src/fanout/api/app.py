@@ -17,7 +17,7 @@ from starlette.types import ASGIApp
 
 from fanout.api import accounts, ops
 from fanout.api.errors import install_error_handlers
-from fanout.api.metrics import Metrics, MetricsMiddleware
+from fanout.api.metrics import MetricsMiddleware
 from fanout.api.middleware import BodyLimitMiddleware, ClientAddress, RateLimitMiddleware
 from fanout.api.openapi import build_openapi
 from fanout.api.routing import Operation, routes
@@ -25,6 +25,7 @@ from fanout.api.wire import encode
 from fanout.bootstrap import Platform, build
 from fanout.core.config import Settings
 from fanout.core.ratelimit import RateLimiter
+from fanout.metrics import Metrics
 
 __all__ = ["OPERATIONS", "create_app"]
 

@@ -1,56 +1,15 @@
-"""Prometheus metrics of one process: a registry per app, so tests and apps do not collide."""
+"""Request metrics: counts and latency of every HTTP request, by route template."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fanout.core import metrics as names
-from fanout.core.log import Log
+from fanout.metrics import Metrics
 
-__all__ = ["Metrics", "MetricsMiddleware"]
-
-LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
-
-
-class Metrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter(
-            names.HTTP_REQUESTS,
-            "HTTP requests answered",
-            ["method", "route", "status"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            names.HTTP_REQUEST_SECONDS,
-            "HTTP request latency",
-            ["method", "route"],
-            buckets=LATENCY_BUCKETS_S,
-            registry=self.registry,
-        )
-        self.log_lag = Gauge(
-            names.LOG_LAG,
-            "Log records not yet acknowledged by a consumer group",
-            ["topic", "group"],
-            registry=self.registry,
-        )
-        self.rate_limited = Counter(
-            names.RATE_LIMITED,
-            "Requests refused by rate limiting",
-            ["scope"],
-            registry=self.registry,
-        )
-
-    async def refresh_lag(self, log: Log) -> None:
-        for topic, group in await log.groups():
-            self.log_lag.labels(topic, group).set(await log.lag(topic, group))
-
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+__all__ = ["MetricsMiddleware"]
 
 
 def _route_template(scope: Scope) -> str:
