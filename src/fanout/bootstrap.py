@@ -30,6 +30,7 @@ from fanout.core.ratelimit import InMemoryRateLimiter, RateLimiter
 from fanout.metrics import Metrics
 
 if TYPE_CHECKING:
+    from fanout.storage.embedded.log import SqliteLog
     from fanout.storage.redis.ids import WorkerIdLease
 
 __all__ = ["ROLES", "Platform", "build"]
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 ROLES = ("feed", "chat", "notify", "links")  # consumer roles a worker process may take
 SECRET_KEY_NAME = "secret_key"
 SHUTDOWN_GRACE_S = 5.0
+COMPACT_EVERY_S = 30.0  # acknowledged records linger at most this long in embedded mode
 
 Closer = Callable[[], Awaitable[None]]
 Ping = Callable[[], Awaitable[None]]
@@ -158,6 +160,7 @@ async def _embedded(settings: Settings, clock: Clock, closers: list[Closer]) -> 
     await engine.start()
     closers.append(engine.close)
     log_ = SqliteLog(engine, clock, partitions=settings.log_partitions)
+    compaction = asyncio.create_task(_compact_forever(log_), name="log-compaction")
     return (
         log_,
         SqliteUserStore(engine),
@@ -165,7 +168,7 @@ async def _embedded(settings: Settings, clock: Clock, closers: list[Closer]) -> 
         InMemoryRateLimiter(clock),
         IdGenerator(settings.worker_id, clock),
         {"sqlite": engine.ping},
-        [],
+        [compaction],
     )
 
 
@@ -197,6 +200,16 @@ async def _scaled(settings: Settings, clock: Clock, closers: list[Closer]) -> _W
         {"postgres": engine.ping, "redis": functools.partial(ping, client)},
         [renewal],
     )
+
+
+async def _compact_forever(log_: SqliteLog) -> None:
+    """Drop acknowledged log records every ``COMPACT_EVERY_S`` (Redis trims with MAXLEN)."""
+    while True:
+        await asyncio.sleep(COMPACT_EVERY_S)
+        try:
+            await log_.compact()
+        except Exception:  # compaction is housekeeping: retry next round rather than stop
+            log.exception("log compaction failed")
 
 
 async def _keep_worker_id(lease: WorkerIdLease, ids: IdGenerator) -> None:

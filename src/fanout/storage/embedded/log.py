@@ -21,6 +21,8 @@ from fanout.storage.embedded.engine import SqliteEngine, WriteTx
 
 __all__ = ["SqliteLog"]
 
+COMPACT_CHUNK = 5_000  # rows per delete job: keeps each write transaction short
+
 
 class SqliteLog:
     """:class:`fanout.core.log.Log` on the embedded SQLite engine."""
@@ -246,6 +248,42 @@ class SqliteLog:
             self._ack(tx, group, [record])
 
         await self._engine.write(job)
+
+    # -- retention -----------------------------------------------------------------------------
+
+    async def compact(self, chunk: int = COMPACT_CHUNK) -> int:
+        """Delete records that every consumer group of their topic has acknowledged.
+
+        A partition's low-water mark is, over its groups, the lowest pending record or the first
+        undelivered one; everything below it is gone from every group's view. Topics no group
+        reads (a ``.dlq`` nobody consumes) are kept. Deletes run in chunks of ``chunk`` rows,
+        each its own short write job, so compaction never holds the writer for long.
+        """
+
+        def marks(conn: sqlite3.Connection) -> list[tuple[str, int, int]]:
+            return conn.execute(
+                "SELECT c.topic, c.partition, min(coalesce("
+                " (SELECT min(p.record_id) FROM log_pending p WHERE p.topic = c.topic"
+                "  AND p.grp = c.grp AND p.partition = c.partition),"
+                " c.last_delivered + 1)) FROM log_cursors c GROUP BY c.topic, c.partition"
+            ).fetchall()
+
+        deleted = 0
+        for topic, partition, low in await self._engine.read(marks):
+
+            def delete_chunk(tx: WriteTx, t: str = topic, p: int = partition, lo: int = low) -> int:
+                return tx.execute(
+                    "DELETE FROM log_records WHERE id IN (SELECT id FROM log_records"
+                    " WHERE topic = ? AND partition = ? AND id < ? ORDER BY id LIMIT ?)",
+                    (t, p, lo, chunk),
+                ).rowcount
+
+            while True:
+                removed = await self._engine.write(delete_chunk)
+                deleted += removed
+                if removed < chunk:
+                    break
+        return deleted
 
     # -- observing -----------------------------------------------------------------------------
 
