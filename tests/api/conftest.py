@@ -14,6 +14,7 @@ from starlette.types import ASGIApp
 
 from fanout.accounts.passwords import PasswordHasher
 from fanout.api.app import create_app
+from fanout.bootstrap import Platform
 from fanout.core.config import Settings
 
 API_BACKENDS = ["sqlite", "scaled"]
@@ -86,3 +87,12 @@ async def register(
     session = await client.post("/v1/sessions", json={"username": username, "password": password})
     assert session.status_code == 201, session.text
     return created.json()["id"], session.json()["token"]
+
+
+def platform_of(client: httpx.AsyncClient) -> Platform:
+    """The running platform behind a test client (through the middleware layers)."""
+    app: Any = client._transport.app  # type: ignore[attr-defined]
+    while not hasattr(app, "state"):
+        app = app.app
+    platform: Platform = app.state.platform
+    return platform

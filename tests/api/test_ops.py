@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.api.conftest import AppFactory, register
+from tests.api.conftest import AppFactory, platform_of, register
 
 
 async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
@@ -95,3 +95,11 @@ async def test_rate_limit_per_user_follows_the_token_across_addresses(
         async with other:
             statuses.append((await other.get("/v1/users/me", headers=auth)).status_code)
     assert statuses[:10] == [200] * 10 and statuses[10:] == [429, 429]
+
+
+async def test_metrics_export_log_lag_per_topic_and_group(client: httpx.AsyncClient) -> None:
+    platform = platform_of(client)
+    await platform.log.join("demo.topic", "demo-group", "probe", 5_000)
+    await platform.log.publish_many("demo.topic", [("k", b"x")] * 3)
+    text = (await client.get("/metrics")).text
+    assert 'fanout_log_lag_records{group="demo-group",topic="demo.topic"} 3.0' in text
