@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -92,3 +93,88 @@ async def accounts(
         await postgres.start()
         yield AccountStores(PostgresUserStore(postgres), PostgresSecretStore(postgres))
         await postgres.close()
+
+
+@dataclass
+class FeedStores:
+    """The feed's stores on one backend, plus a way to see the events they committed."""
+
+    posts: Any
+    follows: Any
+    timelines: Any
+    snapshots: Any
+    log: Any
+    flush_events: Callable[[], Awaitable[None]]  # make committed events visible in ``log``
+
+
+FEED_BACKENDS = ["sqlite", "scaled"]
+TIMELINE_CAP = 10  # tiny, so trimming is exercised
+
+
+@pytest.fixture(params=FEED_BACKENDS)
+def feed_backend(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Backend choice for the feed contract (sync, so it may request the server fixtures)."""
+    if request.param == "sqlite":
+        return {"kind": "sqlite"}
+    return {
+        "kind": "scaled",
+        "redis": request.getfixturevalue("clean_redis_url"),
+        "postgres": request.getfixturevalue("fresh_database_url"),
+    }
+
+
+@pytest.fixture
+async def feed(feed_backend: dict[str, str], tmp_path: Path) -> AsyncIterator[FeedStores]:
+    clock = SystemClock()
+    if feed_backend["kind"] == "sqlite":
+        from fanout.storage.embedded.engine import SqliteEngine
+        from fanout.storage.embedded.feed import SqliteFollowStore, SqlitePostStore
+        from fanout.storage.embedded.log import SqliteLog
+        from fanout.storage.embedded.timelines import MemorySnapshotStore, SqliteTimelineStore
+
+        engine = SqliteEngine(tmp_path / "feed.sqlite3")
+        await engine.start()
+        log = SqliteLog(engine, clock, partitions=PARTITIONS)
+
+        async def nothing() -> None:
+            return None
+
+        yield FeedStores(
+            posts=SqlitePostStore(engine, log),
+            follows=SqliteFollowStore(engine, log),
+            timelines=SqliteTimelineStore(engine, cap=TIMELINE_CAP),
+            snapshots=MemorySnapshotStore(clock),
+            log=log,
+            flush_events=nothing,
+        )
+        await engine.close()
+        return
+
+    from fanout.storage.postgres.engine import PostgresEngine
+    from fanout.storage.postgres.feed import PostgresFollowStore, PostgresPostStore
+    from fanout.storage.postgres.outbox import OutboxRelay, PostgresOutbox
+    from fanout.storage.redis.connection import connect
+    from fanout.storage.redis.log import RedisLog
+    from fanout.storage.redis.timelines import RedisSnapshotStore, RedisTimelineStore
+
+    engine = PostgresEngine(feed_backend["postgres"])
+    await engine.start()
+    client = await connect(feed_backend["redis"])
+    log = RedisLog(client, clock, partitions=PARTITIONS)
+    outbox = PostgresOutbox()
+    relay = OutboxRelay(engine, log)
+
+    async def flush() -> None:
+        while await relay.run_once():
+            pass
+
+    yield FeedStores(
+        posts=PostgresPostStore(engine, outbox),
+        follows=PostgresFollowStore(engine, outbox),
+        timelines=RedisTimelineStore(client, cap=TIMELINE_CAP),
+        snapshots=RedisSnapshotStore(client),
+        log=log,
+        flush_events=flush,
+    )
+    await client.aclose()
+    await engine.close()

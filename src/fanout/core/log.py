@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["DLQ_SUFFIX", "Log", "LogRecord", "Topics"]
+__all__ = ["DLQ_SUFFIX", "Log", "LogRecord", "Publish", "Topics"]
 
 DLQ_SUFFIX = ".dlq"
 
@@ -40,6 +40,15 @@ class Topics:
     LINKS_CLICKS = "links.clicks"  # key: code
 
     ALL = (FEED_POSTS, FEED_FOLLOWS, CHAT_EVENTS, NOTIFY_REQUESTS, NOTIFY_DELIVERIES, LINKS_CLICKS)
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """A record to append, handed to a store so it commits with the store's write (outbox)."""
+
+    topic: str
+    key: str
+    payload: bytes
 
 
 @dataclass(frozen=True, slots=True)
