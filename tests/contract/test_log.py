@@ -249,3 +249,66 @@ async def wait_until(condition, timeout_s: float = 10.0, fail: bool = True) -> N
             assert not fail, "condition not reached in time"
             return
         await asyncio.sleep(0.01)
+
+
+async def test_unclaimed_records_are_not_counted_as_deliveries(make_log: LogFactory) -> None:
+    log = await make_log()
+    for i in range(4):
+        await log.publish(TOPIC, "k", str(i).encode())
+    partition = partition_for("k", PARTITIONS)
+    for _ in range(5):  # five graceful stops before anything was attempted
+        batch = await log.read(TOPIC, GROUP, "c", partition, 10)
+        assert [r.deliveries for r in batch] == [1, 1, 1, 1]
+        await log.unclaim(GROUP, "c", batch[1:])
+        await log.unclaim(GROUP, "c", batch[:1])
+    assert await log.lag(TOPIC, GROUP) == 4  # still pending
+
+
+async def test_graceful_restarts_never_dead_letter_healthy_records(make_log: LogFactory) -> None:
+    log = await make_log()
+    for i in range(10):
+        await log.publish(TOPIC, "k", str(i).encode())
+    handled: list[bytes] = []
+
+    async def slow(record: LogRecord) -> None:
+        await asyncio.sleep(0.05)
+        handled.append(record.payload)
+
+    for _ in range(4):  # each runner is stopped (gracefully) in the middle of the batch
+        runner = ConsumerRunner(log, [Subscription(TOPIC, GROUP, slow)], "c", max_attempts=3)
+        await runner.start()
+        await asyncio.sleep(0.08)
+        await runner.stop(grace_s=0.01)
+    runner = ConsumerRunner(log, [Subscription(TOPIC, GROUP, slow)], "c", max_attempts=3)
+    await runner.start()
+    try:
+        await wait_until(lambda: {str(i).encode() for i in range(10)} <= set(handled))
+    finally:
+        await runner.stop()
+    dead = await log.read(TOPIC + DLQ_SUFFIX, "x", "c", partition_for("k", PARTITIONS), 10)
+    assert dead == []
+
+
+async def test_two_groups_on_one_topic_are_tracked_apart(make_log: LogFactory) -> None:
+    log = await make_log()
+    seen: dict[str, list[bytes]] = {"g-a": [], "g-b": []}
+
+    def handler(group: str):  # type: ignore[no-untyped-def]
+        async def handle(record: LogRecord) -> None:
+            await asyncio.sleep(0.01)
+            seen[group].append(record.payload)
+
+        return handle
+
+    runner = ConsumerRunner(
+        log, [Subscription(TOPIC, g, handler(g)) for g in ("g-a", "g-b")], "c", max_attempts=3
+    )
+    await runner.start()
+    for i in range(20):
+        await log.publish(TOPIC, f"k{i % 5}", str(i).encode())
+    await wait_until(lambda: len(seen["g-a"]) == 20 and len(seen["g-b"]) == 20)
+    await runner.stop()
+    after = (len(seen["g-a"]), len(seen["g-b"]))
+    await log.publish(TOPIC, "k1", b"after stop")
+    await asyncio.sleep(0.3)
+    assert (len(seen["g-a"]), len(seen["g-b"])) == after  # nothing runs after stop()

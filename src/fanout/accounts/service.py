@@ -19,6 +19,7 @@ PASSWORD_MIN_CHARS = 8
 PASSWORD_MAX_CHARS = 1024  # argon2 accepts more, but hashing a megabyte is a cheap DoS
 DISPLAY_NAME_MAX_CHARS = 64
 _USERNAME = re.compile(USERNAME_PATTERN)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class AccountService:
@@ -57,11 +58,11 @@ class AccountService:
                 }
             )
         name = (display_name if display_name is not None else username).strip()
-        if not 1 <= len(name) <= DISPLAY_NAME_MAX_CHARS:
+        if not 1 <= len(name) <= DISPLAY_NAME_MAX_CHARS or _CONTROL.search(name):
             problems.append(
                 {
                     "field": "display_name",
-                    "message": f"must be 1 to {DISPLAY_NAME_MAX_CHARS} characters",
+                    "message": f"must be 1 to {DISPLAY_NAME_MAX_CHARS} printable characters",
                 }
             )
         if problems:
@@ -76,7 +77,7 @@ class AccountService:
         return await self._users.create(new)
 
     async def login(self, username: str, password: str) -> IssuedToken:
-        found = await self._users.credentials(username)
+        found = await self._users.credentials(username) if _USERNAME.match(username) else None
         if found is None:
             if self._dummy_hash is None:
                 self._dummy_hash = await self._hasher.hash("not a real password")

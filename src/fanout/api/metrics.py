@@ -11,6 +11,9 @@ from fanout.metrics import Metrics
 
 __all__ = ["MetricsMiddleware"]
 
+# Label values come from this set only: a client inventing methods must not grow the registry.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
 
 def _route_template(scope: Scope) -> str:
     route = scope.get("route")
@@ -43,5 +46,6 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             route = _route_template(scope)
-            metrics.requests.labels(scope["method"], route, str(status)).inc()
-            metrics.latency.labels(scope["method"], route).observe(time.perf_counter() - started)
+            method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+            metrics.requests.labels(method, route, str(status)).inc()
+            metrics.latency.labels(method, route).observe(time.perf_counter() - started)

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from collections.abc import Callable, Sequence
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fanout.api.errors import error_body
-from fanout.core.errors import TooLarge
+from fanout.core.errors import TooLarge, Unavailable
 from fanout.core.ratelimit import RateLimiter, retry_after_header
 
 __all__ = ["BodyLimitMiddleware", "ClientAddress", "RateLimitMiddleware"]
 
+LIMITER_TIMEOUT_S = 0.2  # a slower limiter lets the request through rather than stall it
 BURST_FACTOR = 5  # a client may burst to five seconds' worth of requests
 UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})  # probes must never be refused
 
@@ -43,13 +45,14 @@ class ClientAddress:
         peer = str(client[0]) if client else "unknown"
         if not self._trusted or not self._is_trusted(peer):
             return str(peer)
-        for name, value in scope.get("headers", ()):
-            if name == b"x-forwarded-for":
-                text: str = value.decode("latin-1")
-                hops = [h.strip() for h in text.split(",") if h.strip()]
-                for hop in reversed(hops):
-                    if not self._is_trusted(hop):
-                        return hop
+        # Proxies may append their own header line: every line counts, in order.
+        lines = [
+            v.decode("latin-1") for n, v in scope.get("headers", ()) if n == b"x-forwarded-for"
+        ]
+        hops = [h.strip() for h in ",".join(lines).split(",") if h.strip()]
+        for hop in reversed(hops):
+            if not self._is_trusted(hop):
+                return hop
         return str(peer)
 
 
@@ -118,13 +121,20 @@ class RateLimitMiddleware:
         ):
             await self.app(scope, receive, send)
             return
-        wait = await limiter.hit("ip:" + self._address.of(scope), self._rate, self._burst)
-        scope_name = "ip"
-        if wait == 0.0:
-            user = self._user(scope)
-            if user is not None:
-                wait = await limiter.hit(f"user:{user}", self._rate, self._burst)
-                scope_name = "user"
+        try:
+            async with asyncio.timeout(LIMITER_TIMEOUT_S):
+                wait = await limiter.hit("ip:" + self._address.of(scope), self._rate, self._burst)
+                scope_name = "ip"
+                if wait == 0.0:
+                    user = self._user(scope)
+                    if user is not None:
+                        wait = await limiter.hit(f"user:{user}", self._rate, self._burst)
+                        scope_name = "user"
+        except (Unavailable, TimeoutError):
+            # Fail open: a limiter outage must not take the API down with it (readiness
+            # reports the store); the requests are counted so the outage shows in metrics.
+            self._on_limited("unavailable")
+            wait = 0.0
         if wait > 0.0:
             self._on_limited(scope_name)
             await _refuse(

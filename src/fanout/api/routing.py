@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["Context", "Operation", "routes"]
 
 T = TypeVar("T")
+MAX_ID = 2**63 - 1  # ids are signed 64-bit in every store
 Auth = Literal["none", "user", "service"]
 
 
@@ -60,7 +61,7 @@ class Context:
     def path_id(self, name: str, kind: str) -> int:
         """A 64-bit id from the path; anything else is an unknown resource (404)."""
         raw = self.request.path_params[name]
-        if not raw.isdigit() or len(raw) > 19:
+        if not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or int(raw) > MAX_ID:
             raise NotFound(kind, raw)
         return int(raw)
 

@@ -26,12 +26,14 @@ def decode(body: bytes, kind: type[T]) -> T:
     """Decode JSON ``body`` into ``kind``: ``MalformedInput`` (400) or ``Invalid`` (422)."""
     try:
         return msgspec.json.decode(body, type=kind)
+    except RecursionError as exc:
+        raise MalformedInput("the body nests too deeply") from exc
     except msgspec.ValidationError as exc:
         # A typed decode stops at the first wrong type, before it sees whether the rest is JSON
         # at all: on this error path only, check that the body parses.
         try:
             msgspec.json.decode(body)
-        except msgspec.DecodeError as syntax:
+        except (msgspec.DecodeError, RecursionError) as syntax:
             raise MalformedInput(f"the body is not valid JSON: {syntax}") from exc
         raise Invalid("the request does not match the schema", details=[_problem(exc)]) from exc
     except msgspec.DecodeError as exc:

@@ -62,7 +62,7 @@ class ConsumerRunner:
         self._lease_ms = lease_ms
         self._backoff_s = retry_backoff_s
         self._stopping = asyncio.Event()
-        self._owned: dict[tuple[str, int], asyncio.Task[None]] = {}
+        self._owned: dict[tuple[str, str, int], asyncio.Task[None]] = {}
         self._balancers: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -77,22 +77,24 @@ class ConsumerRunner:
         self._stopping.set()
         for task in self._balancers:
             task.cancel()
+        await asyncio.gather(*self._balancers, return_exceptions=True)
         tasks = list(self._owned.values())
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=grace_s)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.gather(*self._balancers, return_exceptions=True)
-        for sub in self._subs:
-            for topic, partition in list(self._owned):
-                if topic == sub.topic:
-                    with contextlib.suppress(Exception):  # the lease expires on its own anyway
-                        await self._log.release(topic, sub.group, self.consumer, partition)
+        for topic, group, partition in list(self._owned):
+            with contextlib.suppress(Exception):  # the lease expires on its own anyway
+                await self._log.release(topic, group, self.consumer, partition)
         self._owned.clear()
 
-    def owned_partitions(self, topic: str) -> list[int]:
-        return sorted(p for (t, p), task in self._owned.items() if t == topic and not task.done())
+    def owned_partitions(self, sub: Subscription) -> list[int]:
+        return sorted(
+            p
+            for (topic, group, p), task in self._owned.items()
+            if (topic, group) == (sub.topic, sub.group) and not task.done()
+        )
 
     async def _balance_loop(self, sub: Subscription) -> None:
         interval_s = self._lease_ms / 3000
@@ -108,31 +110,27 @@ class ConsumerRunner:
         log_, me, ttl = self._log, self.consumer, self._lease_ms
         alive = max(await log_.join(sub.topic, sub.group, me, ttl), 1)
         target = math.ceil(log_.partitions / alive)
-        mine = self.owned_partitions(sub.topic)
-        for partition in mine:  # renew, and notice leases lost (e.g. after a long pause)
+        for partition in self.owned_partitions(sub):  # renew; notice leases lost (long pauses)
             if not await log_.acquire(sub.topic, sub.group, me, partition, ttl):
-                self._drop(sub.topic, partition)
-        mine = self.owned_partitions(sub.topic)
+                await self._finish((sub.topic, sub.group, partition))
+        mine = self.owned_partitions(sub)
         for partition in mine[target:]:  # give back extras so newcomers get a share
-            await self._finish(sub.topic, partition)
+            await self._finish((sub.topic, sub.group, partition))
             await log_.release(sub.topic, sub.group, me, partition)
-        free = [p for p in range(log_.partitions) if p not in mine]
-        for partition in free:
-            if len(self.owned_partitions(sub.topic)) >= target or self._stopping.is_set():
+        for partition in range(log_.partitions):
+            if len(self.owned_partitions(sub)) >= target or self._stopping.is_set():
                 break
+            if partition in mine:
+                continue
             if await log_.acquire(sub.topic, sub.group, me, partition, ttl):
-                self._owned[(sub.topic, partition)] = asyncio.create_task(
+                self._owned[(sub.topic, sub.group, partition)] = asyncio.create_task(
                     self._partition_loop(sub, partition), name=f"consume:{sub.topic}:{partition}"
                 )
 
-    def _drop(self, topic: str, partition: int) -> None:
-        task = self._owned.pop((topic, partition), None)
-        if task is not None:
-            task.cancel()
-
-    async def _finish(self, topic: str, partition: int) -> None:
-        """Stop a partition loop after its current record (used when handing a lease back)."""
-        task = self._owned.pop((topic, partition), None)
+    async def _finish(self, key: tuple[str, str, int]) -> None:
+        """Stop a partition loop (its current handler is cancelled; what it handled is acked,
+        what it did not attempt is unclaimed) before the lease is handed back."""
+        task = self._owned.pop(key, None)
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
@@ -150,18 +148,34 @@ class ConsumerRunner:
             if not records:
                 await self._log.wait(sub.topic, IDLE_WAIT_S)
                 continue
-            handled: list[LogRecord] = []
-            try:
-                for record in records:
-                    if self._stopping.is_set():
-                        return  # the rest stay pending and are redelivered
-                    if await self._handle(sub, record):
-                        handled.append(record)
-            finally:
-                # One acknowledgement per batch, not per record: a crash before it redelivers
-                # records already handled, which idempotent handlers absorb.
-                if handled:
-                    await asyncio.shield(self._log.ack(sub.group, handled))
+            await self._handle_batch(sub, records)
+
+    async def _handle_batch(self, sub: Subscription, records: list[LogRecord]) -> None:
+        handled: list[LogRecord] = []
+        done = 0  # records finished: handled, or dead-lettered (acknowledged by the DLQ move)
+        try:
+            for record in records:
+                if self._stopping.is_set():
+                    return
+                if await self._handle(sub, record):
+                    handled.append(record)
+                done += 1
+        finally:
+            # One acknowledgement per batch, not per record: a crash before it redelivers
+            # records already handled, which idempotent handlers absorb. Records not finished
+            # (stopped or cancelled: not a failure) give their delivery back.
+            await asyncio.shield(self._settle(sub, handled, records[done:]))
+
+    async def _settle(
+        self, sub: Subscription, handled: list[LogRecord], unfinished: list[LogRecord]
+    ) -> None:
+        try:
+            if handled:
+                await self._log.ack(sub.group, handled)
+            if unfinished:
+                await self._log.unclaim(sub.group, self.consumer, unfinished)
+        except Exception:  # the records stay pending and are redelivered: at-least-once holds
+            log.exception("settling a batch of %s failed", sub.topic)
 
     async def _handle(self, sub: Subscription, record: LogRecord) -> bool:
         """Run the handler with retries: True when it succeeded, False when dead-lettered."""

@@ -104,6 +104,12 @@ class Log(Protocol):
         """Mark records as handled by ``group``; acknowledging twice is harmless."""
         ...
 
+    async def unclaim(self, group: str, consumer: str, records: Sequence[LogRecord]) -> None:
+        """Take back the delivery of records handed out but never attempted (a graceful stop
+        or a lease handed back mid-batch): their delivery count drops by one, they stay
+        pending. Without it a few restarts would make healthy records look like poison."""
+        ...
+
     async def dead_letter(self, group: str, record: LogRecord, error: str) -> None:
         """Move ``record`` to ``<topic>.dlq`` with ``error`` and acknowledge it."""
         ...

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from fanout.accounts.model import NewUser, User, UserId
-from fanout.core.errors import Conflict, NotFound
+from fanout.core.errors import Conflict, NotFound, Unavailable
 from fanout.storage.embedded.engine import SqliteEngine, WriteTx
 
 __all__ = ["FileSecretStore", "SqliteUserStore"]
@@ -80,12 +81,29 @@ class FileSecretStore:
         self._dir = data_dir
 
     async def get_or_create(self, name: str, generate: str) -> str:
+        """Written whole to a private temporary file, then linked into place: a crash or a
+        concurrent first start never sees a partial secret; the first link wins."""
         path = self._dir / name
         self._dir.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            return self._read(path)
+        fd, tmp = tempfile.mkstemp(dir=self._dir, prefix=f".{name}.")
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return path.read_text(encoding="utf-8").strip()
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(generate + "\n")
-        return generate
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(generate + "\n")
+                out.flush()
+                os.fsync(out.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return self._read(path)
+            return generate
+        finally:
+            os.unlink(tmp)
+
+    @staticmethod
+    def _read(path: Path) -> str:
+        value = path.read_text(encoding="utf-8").strip()
+        if not value:
+            raise Unavailable(f"{path} is empty: remove it to generate a new secret")
+        return value

@@ -101,10 +101,12 @@ class SqliteEngine:
         self._pool = ThreadPoolExecutor(self._readers, thread_name_prefix="sqlite-reader")
 
     async def close(self) -> None:
-        if self._writer is not None:
-            self._jobs.put(_STOP)
-            await asyncio.to_thread(self._writer.join)
-            self._writer = None
+        """Finish the jobs already queued, then stop; later writes raise ``Unavailable``."""
+        writer, self._writer = self._writer, None  # write() refuses from here on
+        if writer is not None:
+            await asyncio.to_thread(self._jobs.put, _STOP)
+            await asyncio.to_thread(writer.join)
+            self._fail_leftovers()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
@@ -124,6 +126,17 @@ class SqliteEngine:
         async with self._room:
             self._jobs.put(_Job(fn, future, loop))
             return await future
+
+    def _fail_leftovers(self) -> None:
+        """Jobs queued behind the stop marker by writes racing close(): fail, never hang."""
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(job, _Job):
+                failure = Unavailable("the SQLite engine was closed")
+                job.loop.call_soon_threadsafe(_settle_error, job.future, failure)
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` with a reader connection on the reader pool."""

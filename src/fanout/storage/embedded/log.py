@@ -233,6 +233,17 @@ class SqliteLog:
             [(r.topic, group, r.partition, int(r.offset)) for r in records],
         )
 
+    async def unclaim(self, group: str, consumer: str, records: Sequence[LogRecord]) -> None:
+        if not records:
+            return
+        await self._engine.write(
+            lambda tx: tx.executemany(
+                "UPDATE log_pending SET deliveries = max(deliveries - 1, 0)"
+                " WHERE topic = ? AND grp = ? AND partition = ? AND record_id = ?",
+                [(r.topic, group, r.partition, int(r.offset)) for r in records],
+            )
+        )
+
     async def dead_letter(self, group: str, record: LogRecord, error: str) -> None:
         headers = {
             **record.headers,

@@ -27,7 +27,7 @@ from typing import Any, TypeAlias, TypeVar
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from fanout.core.errors import Unavailable
+from fanout.core.errors import Invalid, Unavailable
 from fanout.storage.migrations import Migration, discover
 
 __all__ = ["PgConnection", "PostgresEngine"]
@@ -225,6 +225,12 @@ class PostgresEngine:
                     await _close_one_off(conn)
             else:
                 raise Unavailable("the PostgreSQL engine is not started")
+        except (
+            asyncpg.CharacterNotInRepertoireError,
+            asyncpg.UntranslatableCharacterError,
+        ) as exc:
+            # Text PostgreSQL cannot store (a NUL character): the client's input, not an outage.
+            raise Invalid("the text contains a character that cannot be stored") from exc
         except Exception as exc:
             if not _is_unavailable(exc):
                 raise

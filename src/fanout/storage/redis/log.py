@@ -290,6 +290,19 @@ class RedisLog:
         async with guard("ack"):
             await pipe.execute()
 
+    async def unclaim(self, group: str, consumer: str, records: Sequence[LogRecord]) -> None:
+        """XCLAIM ... RETRYCOUNT deliveries-1 JUSTID: sets the counter back, keeps it pending."""
+        if not records:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for record in records:
+            pipe.xclaim(
+                keys.log_stream(record.topic, record.partition), group, consumer, 0,
+                [record.offset], retrycount=max(record.deliveries - 1, 0), justid=True,
+            )  # fmt: skip
+        async with guard("unclaim"):
+            await pipe.execute()
+
     async def dead_letter(self, group: str, record: LogRecord, error: str) -> None:
         """XADD to the same partition of ``<topic>.dlq`` and XACK, in one MULTI/EXEC."""
         headers = {

@@ -1,0 +1,71 @@
+"""The SQLite engine's lifecycle edges and the embedded secret file."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from fanout.core.errors import Unavailable
+from fanout.storage.embedded.accounts import FileSecretStore
+from fanout.storage.embedded.engine import SqliteEngine
+
+
+async def test_writes_racing_close_settle_instead_of_hanging(tmp_path: Path) -> None:
+    engine = SqliteEngine(tmp_path / "e.sqlite3")
+    await engine.start()
+    writes = [
+        asyncio.create_task(engine.write(lambda tx: tx.execute("SELECT 1").fetchone()))
+        for _ in range(50)
+    ]
+    await asyncio.sleep(0)
+    closing = asyncio.create_task(engine.close())
+    late = [asyncio.create_task(engine.write(lambda tx: None)) for _ in range(10)]
+    results = await asyncio.wait_for(
+        asyncio.gather(*writes, *late, return_exceptions=True), timeout=10
+    )
+    await closing
+    assert all(r == (1,) or isinstance(r, Unavailable) for r in results[:50])
+    assert all(isinstance(r, Unavailable) for r in results[50:])
+    with pytest.raises(Unavailable):
+        await engine.write(lambda tx: None)
+
+
+async def test_a_failing_job_rolls_back_alone(tmp_path: Path) -> None:
+    engine = SqliteEngine(tmp_path / "e.sqlite3")
+    await engine.start()
+    try:
+
+        def bad(tx):  # type: ignore[no-untyped-def]
+            tx.execute("INSERT INTO meta (name, value) VALUES ('bad', 'x')")
+            raise ValueError("boom")
+
+        def good(tx):  # type: ignore[no-untyped-def]
+            tx.execute("INSERT INTO meta (name, value) VALUES ('good', 'y')")
+
+        outcome = await asyncio.gather(engine.write(bad), engine.write(good),
+                                       return_exceptions=True)  # fmt: skip
+        assert isinstance(outcome[0], ValueError) and outcome[1] is None
+        names = await engine.read(lambda c: c.execute("SELECT name FROM meta").fetchall())
+        assert names == [("good",)]
+    finally:
+        await engine.close()
+
+
+async def test_concurrent_first_starts_agree_on_one_secret(tmp_path: Path) -> None:
+    stores = [FileSecretStore(tmp_path) for _ in range(20)]
+    values = await asyncio.gather(
+        *(asyncio.to_thread(asyncio.run, s.get_or_create("secret_key", f"v{i}" * 20))
+          for i, s in enumerate(stores))
+    )  # fmt: skip
+    assert len(set(values)) == 1
+    left = await asyncio.to_thread(os.listdir, tmp_path)
+    assert left == ["secret_key"]  # no temporary file left behind
+
+
+async def test_an_empty_secret_file_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "secret_key").write_text("")
+    with pytest.raises(Unavailable, match="empty"):
+        await FileSecretStore(tmp_path).get_or_create("secret_key", "x" * 40)
