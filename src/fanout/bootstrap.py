@@ -1,21 +1,23 @@
 """Settings → stores → services → workers: the only code that wires adapters together.
 
-``build(settings)`` picks the backends — the embedded SQLite file when no DSN is set, PostgreSQL
-+ Redis when both are — and returns a started :class:`Platform`. Tests call it with their own
-settings (and a cheap password hasher); ``cli.py`` and the ASGI lifespan call it once.
+``build(settings)`` picks the backend — the embedded SQLite file when no DSN is set, PostgreSQL
++ Redis when both are — wires every service on it and starts the background work this process
+takes: the consumers of ``roles`` (two runners: the first lane and the low-priority lane, so the
+low lane never takes the first one's slots), timeline rebuilds, and in scaled mode the outbox
+relay. Tests call it with their own settings (and a cheap password hasher); ``cli.py`` and the
+ASGI lifespan call it once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any
 
 from fanout.accounts.passwords import PasswordHasher
 from fanout.accounts.ports import SecretStore, UserStore
@@ -27,23 +29,42 @@ from fanout.core.consumer import ConsumerRunner, Subscription
 from fanout.core.ids import IdGenerator
 from fanout.core.log import Log
 from fanout.core.ratelimit import InMemoryRateLimiter, RateLimiter
+from fanout.feed.policy import FanoutPolicy
+from fanout.feed.ports import FollowStore, PostStore, SnapshotStore, TimelineStore
+from fanout.feed.reader import FeedReader
+from fanout.feed.service import FeedService
+from fanout.feed.worker import FanoutWorker
 from fanout.metrics import Metrics
 
-if TYPE_CHECKING:
-    from fanout.storage.embedded.log import SqliteLog
-    from fanout.storage.redis.ids import WorkerIdLease
-
-__all__ = ["ROLES", "Platform", "build"]
+__all__ = ["ROLES", "Backend", "Platform", "build"]
 
 log = logging.getLogger(__name__)
 
-ROLES = ("feed", "chat", "notify", "links")  # consumer roles a worker process may take
+ROLES = ("feed", "chat", "notify", "links")  # consumer roles a process may take
 SECRET_KEY_NAME = "secret_key"
 SHUTDOWN_GRACE_S = 5.0
+LOW_LANE_CONCURRENCY = 2  # handlers at once on the low-priority lane
 COMPACT_EVERY_S = 30.0  # acknowledged records linger at most this long in embedded mode
 
 Closer = Callable[[], Awaitable[None]]
 Ping = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class Backend:
+    """Every store of one backend, and what the process must run and close for it."""
+
+    log: Log
+    users: UserStore
+    secrets: SecretStore
+    rate_limiter: RateLimiter
+    ids: IdGenerator
+    posts: PostStore
+    follows: FollowStore
+    timelines: TimelineStore
+    snapshots: SnapshotStore
+    checks: dict[str, Ping]
+    background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
 
 
 @dataclass
@@ -59,7 +80,10 @@ class Platform:
     accounts: AccountService
     rate_limiter: RateLimiter
     metrics: Metrics
-    runner: ConsumerRunner
+    feed: FeedService
+    feed_reader: FeedReader
+    feed_worker: FanoutWorker
+    runners: list[ConsumerRunner]
     _checks: dict[str, Ping] = field(default_factory=dict)
     _closers: list[Closer] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -76,7 +100,7 @@ class Platform:
 
     async def close(self, grace_s: float = SHUTDOWN_GRACE_S) -> None:
         """Stop consumers (draining to ``grace_s``), background tasks, then the stores."""
-        await self.runner.stop(grace_s)
+        await asyncio.gather(*(runner.stop(grace_s) for runner in self.runners))
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -95,90 +119,116 @@ async def build(
     clock: Clock | None = None,
     consume: bool = True,
 ) -> Platform:
-    """Wire and start a platform for ``settings``; ``consume=False`` starts no consumers."""
+    """Wire and start a platform; ``consume=False`` (or no ``roles``) starts no consumers."""
+    unknown = set(roles) - set(ROLES)
+    if unknown:
+        raise ValueError(f"unknown worker roles: {sorted(unknown)}")
     clock = clock or SystemClock()
     closers: list[Closer] = []
+    tasks: list[asyncio.Task[None]] = []
     try:
-        if settings.scaled:
-            wiring = await _scaled(settings, clock, closers)
-        else:
-            wiring = await _embedded(settings, clock, closers)
-        log_, users, secret_store, limiter, ids, checks, tasks = wiring
-        secret = settings.secret_key or await secret_store.get_or_create(
+        backend = await (_scaled if settings.scaled else _embedded)(settings, clock, closers)
+        secret = settings.secret_key or await backend.secrets.get_or_create(
             SECRET_KEY_NAME, secrets.token_urlsafe(48)
         )
         tokens = TokenService(
             secret, clock, ttl_s=settings.token_ttl_s, service_keys=settings.service_keys
         )
-        accounts = AccountService(users, tokens, hasher or PasswordHasher(), clock, ids.next_id)
-        runner = ConsumerRunner(
-            log_,
-            _subscriptions(roles),
-            consumer=f"{os.uname().nodename}:{os.getpid()}:{ids.worker_id}",
-            max_attempts=settings.log_max_attempts,
+        ids = backend.ids
+        accounts = AccountService(backend.users, tokens, hasher or PasswordHasher(), clock,
+                                  ids.next_id)  # fmt: skip
+        policy = FanoutPolicy(
+            settings.feed_strategy, settings.feed_low_priority_from, settings.feed_pull_from
         )
+        cap, idle = settings.feed_timeline_cap, settings.feed_inactive_days
+        feed = FeedService(backend.posts, backend.follows, backend.timelines, policy, clock,
+                           ids.next_id, timeline_cap=cap)  # fmt: skip
+        reader = FeedReader(backend.posts, backend.follows, backend.timelines, backend.snapshots,
+                            clock, ids.next_id, timeline_cap=cap, inactive_days=idle)  # fmt: skip
+        worker = FanoutWorker(backend.posts, backend.follows, backend.timelines, policy, clock,
+                              timeline_cap=cap, inactive_days=idle)  # fmt: skip
+        first, low = _subscriptions(roles if consume else (), worker)
+        name = f"{os.uname().nodename}:{os.getpid()}:{ids.worker_id}"
+        runners = [
+            ConsumerRunner(backend.log, subs, name, max_attempts=settings.log_max_attempts,
+                           max_concurrency=concurrency)
+            for subs, concurrency in ((first, 16), (low, LOW_LANE_CONCURRENCY))
+            if subs
+        ]  # fmt: skip
+        for job in (*backend.background, reader.run_rebuilds):
+            tasks.append(asyncio.create_task(job(), name=job.__qualname__))
         platform = Platform(
-            settings=settings, clock=clock, ids=ids, log=log_, users=users, tokens=tokens,
-            accounts=accounts, rate_limiter=limiter, metrics=Metrics(), runner=runner,
-            _checks=checks, _closers=closers, _tasks=tasks,
+            settings=settings, clock=clock, ids=ids, log=backend.log, users=backend.users,
+            tokens=tokens, accounts=accounts, rate_limiter=backend.rate_limiter,
+            metrics=Metrics(), feed=feed, feed_reader=reader, feed_worker=worker,
+            runners=runners, _checks=backend.checks, _closers=closers, _tasks=tasks,
         )  # fmt: skip
-        if consume:
+        for runner in runners:
             await runner.start()
         return platform
     except BaseException:
+        for task in tasks:
+            task.cancel()
         for close in reversed(closers):
             with contextlib.suppress(Exception):  # already failing; report the first error
                 await close()
         raise
 
 
-def _subscriptions(roles: Sequence[str]) -> list[Subscription]:
-    """The consumers of the products in ``roles`` (each product adds its own here)."""
-    unknown = set(roles) - set(ROLES)
-    if unknown:
-        raise ValueError(f"unknown worker roles: {sorted(unknown)}")
-    return []
+def _subscriptions(
+    roles: Sequence[str], feed: FanoutWorker
+) -> tuple[list[Subscription], list[Subscription]]:
+    """(first lane, low lane) consumers of the products in ``roles``."""
+    first: list[Subscription] = []
+    low: list[Subscription] = []
+    if "feed" in roles:
+        feed_first, feed_low = feed.subscriptions()
+        first += feed_first
+        low += feed_low
+    return first, low
 
 
-_Wiring = tuple[
-    Log,
-    UserStore,
-    SecretStore,
-    RateLimiter,
-    IdGenerator,
-    dict[str, Ping],
-    list["asyncio.Task[None]"],
-]
-
-
-async def _embedded(settings: Settings, clock: Clock, closers: list[Closer]) -> _Wiring:
+async def _embedded(settings: Settings, clock: Clock, closers: list[Closer]) -> Backend:
     from fanout.storage.embedded.accounts import FileSecretStore, SqliteUserStore
     from fanout.storage.embedded.engine import SqliteEngine
+    from fanout.storage.embedded.feed import SqliteFollowStore, SqlitePostStore
     from fanout.storage.embedded.log import SqliteLog
+    from fanout.storage.embedded.timelines import MemorySnapshotStore, SqliteTimelineStore
 
     engine = SqliteEngine(settings.sqlite_path)
     await engine.start()
     closers.append(engine.close)
     log_ = SqliteLog(engine, clock, partitions=settings.log_partitions)
-    compaction = asyncio.create_task(_compact_forever(log_), name="log-compaction")
-    return (
-        log_,
-        SqliteUserStore(engine),
-        FileSecretStore(settings.data_dir),
-        InMemoryRateLimiter(clock),
-        IdGenerator(settings.worker_id, clock),
-        {"sqlite": engine.ping},
-        [compaction],
-    )
+
+    async def compact_forever() -> None:
+        """Drop acknowledged log records every ``COMPACT_EVERY_S`` (Redis trims with MAXLEN)."""
+        while True:
+            await asyncio.sleep(COMPACT_EVERY_S)
+            try:
+                await log_.compact()
+            except Exception:  # housekeeping: retry next round rather than stop
+                log.exception("log compaction failed")
+
+    return Backend(
+        log=log_, users=SqliteUserStore(engine), secrets=FileSecretStore(settings.data_dir),
+        rate_limiter=InMemoryRateLimiter(clock), ids=IdGenerator(settings.worker_id, clock),
+        posts=SqlitePostStore(engine, log_), follows=SqliteFollowStore(engine, log_),
+        timelines=SqliteTimelineStore(engine, cap=settings.feed_timeline_cap),
+        snapshots=MemorySnapshotStore(clock), checks={"sqlite": engine.ping},
+        background=[compact_forever],
+    )  # fmt: skip
 
 
-async def _scaled(settings: Settings, clock: Clock, closers: list[Closer]) -> _Wiring:
+async def _scaled(settings: Settings, clock: Clock, closers: list[Closer]) -> Backend:
     from fanout.storage.postgres.accounts import PostgresSecretStore, PostgresUserStore
     from fanout.storage.postgres.engine import PostgresEngine
+    from fanout.storage.postgres.feed import PostgresFollowStore, PostgresPostStore
+    from fanout.storage.postgres.outbox import OutboxRelay, PostgresOutbox
     from fanout.storage.redis.connection import connect, ping
     from fanout.storage.redis.ids import WorkerIdLease
     from fanout.storage.redis.log import RedisLog
     from fanout.storage.redis.ratelimit import RedisRateLimiter
+    from fanout.storage.redis.timelines import RedisSnapshotStore, RedisTimelineStore
 
     assert settings.database_url is not None and settings.redis_url is not None
     engine = PostgresEngine(settings.database_url)
@@ -187,38 +237,36 @@ async def _scaled(settings: Settings, clock: Clock, closers: list[Closer]) -> _W
     client = await connect(settings.redis_url)
     closers.append(client.aclose)
     lease = WorkerIdLease(client)
-    worker_id = await lease.acquire()
+    ids = IdGenerator(await lease.acquire(), clock)
     closers.append(lease.release)
-    ids = IdGenerator(worker_id, clock)
-    renewal = asyncio.create_task(_keep_worker_id(lease, ids), name="worker-id-lease")
-    return (
-        RedisLog(client, clock, partitions=settings.log_partitions),
-        PostgresUserStore(engine),
-        PostgresSecretStore(engine),
-        RedisRateLimiter(client),
-        ids,
-        {"postgres": engine.ping, "redis": functools.partial(ping, client)},
-        [renewal],
-    )
+    log_ = RedisLog(client, clock, partitions=settings.log_partitions)
+    outbox = PostgresOutbox()
+    relay = OutboxRelay(engine, log_)
+    stop_relay = asyncio.Event()
 
+    async def relay_forever() -> None:
+        await relay.run_forever(stop_relay)
 
-async def _compact_forever(log_: SqliteLog) -> None:
-    """Drop acknowledged log records every ``COMPACT_EVERY_S`` (Redis trims with MAXLEN)."""
-    while True:
-        await asyncio.sleep(COMPACT_EVERY_S)
-        try:
-            await log_.compact()
-        except Exception:  # compaction is housekeeping: retry next round rather than stop
-            log.exception("log compaction failed")
+    async def keep_worker_id() -> None:
+        """Renew the worker-id lease; if it was lost, lease another id before issuing more."""
+        while True:
+            await asyncio.sleep(lease.ttl_ms / 3000)
+            try:
+                if not await lease.renew():
+                    ids.worker_id = await lease.acquire()
+                    log.warning("worker id lease was lost; now worker id %d", ids.worker_id)
+            except Exception:  # Redis briefly unreachable: the lease outlives a few failures
+                log.exception("renewing the worker id lease failed")
 
+    async def ping_redis() -> None:
+        await ping(client)
 
-async def _keep_worker_id(lease: WorkerIdLease, ids: IdGenerator) -> None:
-    """Renew the worker-id lease; if it was lost, lease another id before issuing more."""
-    while True:
-        await asyncio.sleep(lease.ttl_ms / 3000)
-        try:
-            if not await lease.renew():
-                ids.worker_id = await lease.acquire()
-                log.warning("worker id lease was lost; now using worker id %d", ids.worker_id)
-        except Exception:  # Redis briefly unreachable: the lease outlives a few failed renewals
-            log.exception("renewing the worker id lease failed")
+    return Backend(
+        log=log_, users=PostgresUserStore(engine), secrets=PostgresSecretStore(engine),
+        rate_limiter=RedisRateLimiter(client), ids=ids,
+        posts=PostgresPostStore(engine, outbox), follows=PostgresFollowStore(engine, outbox),
+        timelines=RedisTimelineStore(client, cap=settings.feed_timeline_cap),
+        snapshots=RedisSnapshotStore(client),
+        checks={"postgres": engine.ping, "redis": ping_redis},
+        background=[relay_forever, keep_worker_id],
+    )  # fmt: skip

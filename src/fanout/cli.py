@@ -68,13 +68,16 @@ def main() -> None:
 @main.command()
 @settings_options
 def serve(**flags: Any) -> None:
-    """Serve the API and WebSocket gateway (and, embedded, every consumer) in this process."""
+    """Serve the API and WebSocket gateway (and, embedded, every consumer) in this process.
+
+    In scaled mode consumers run in ``fanout worker`` processes instead."""
     settings = load_settings(flags)
     _logging(settings.log_level)
     if settings.server == "granian":
         _serve_granian(settings)
     else:
-        _serve_uvicorn(settings, operations=None, roles=None)
+        # Scaled: consumers run in `fanout worker` processes (DESIGN.md §2); embedded: here.
+        _serve_uvicorn(settings, operations=None, roles=() if settings.scaled else None)
 
 
 def _serve_uvicorn(settings: Settings, operations: Any, roles: Any) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
-from fanout.api import accounts, ops
+from fanout.api import accounts, feed, ops
 from fanout.api.errors import install_error_handlers
 from fanout.api.metrics import MetricsMiddleware
 from fanout.api.middleware import BodyLimitMiddleware, ClientAddress, RateLimitMiddleware
@@ -29,7 +29,7 @@ from fanout.metrics import Metrics
 
 __all__ = ["OPERATIONS", "create_app"]
 
-OPERATIONS: list[Operation] = [*ops.OPERATIONS, *accounts.OPERATIONS]
+OPERATIONS: list[Operation] = [*ops.OPERATIONS, *accounts.OPERATIONS, *feed.OPERATIONS]
 
 
 def create_app(

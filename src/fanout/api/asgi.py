@@ -14,4 +14,6 @@ __all__ = ["factory"]
 
 
 def factory() -> ASGIApp:
-    return create_app(Settings.from_env())
+    settings = Settings.from_env()
+    # As `fanout serve`: scaled processes leave the consumers to `fanout worker`.
+    return create_app(settings, roles=()) if settings.scaled else create_app(settings)

@@ -40,9 +40,7 @@ class PostStore(Protocol):
         """Mark deleted (with events); False if it was already deleted or never existed."""
         ...
 
-    async def by_author(
-        self, author: UserId, before: Position | None, limit: int
-    ) -> list[Entry]:
+    async def by_author(self, author: UserId, before: Position | None, limit: int) -> list[Entry]:
         """The author's live posts strictly older than ``before``, newest first."""
         ...
 
@@ -86,23 +84,17 @@ class FollowStore(Protocol):
         """Idempotent; True (events stored, counters raised) only when the edge is new."""
         ...
 
-    async def unfollow(
-        self, follower: UserId, followee: UserId, events: Sequence[Publish]
-    ) -> bool:
+    async def unfollow(self, follower: UserId, followee: UserId, events: Sequence[Publish]) -> bool:
         """Idempotent; True (events stored, counters lowered) only when an edge was removed."""
         ...
 
     async def is_following(self, follower: UserId, followee: UserId) -> bool: ...
 
-    async def followers(
-        self, user: UserId, before: Position | None, limit: int
-    ) -> list[Follow]:
+    async def followers(self, user: UserId, before: Position | None, limit: int) -> list[Follow]:
         """Who follows ``user``, most recent first; ``Position(at_ms, user_id)`` pages."""
         ...
 
-    async def following(
-        self, user: UserId, before: Position | None, limit: int
-    ) -> list[Follow]:
+    async def following(self, user: UserId, before: Position | None, limit: int) -> list[Follow]:
         """Whom ``user`` follows, most recent first."""
         ...
 

@@ -1,0 +1,132 @@
+"""A feed wired on one backend for tests that drive the service, reader and worker directly.
+
+``settle()`` makes everything asynchronous happen now: the PostgreSQL outbox is relayed, the
+feed topics are consumed to the end by the real handlers, and requested rebuilds finish.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fanout.core.clock import Clock, ManualClock
+from fanout.core.ids import IdGenerator
+from fanout.core.log import Log, Topics
+from fanout.feed.events import FEED_POSTS_LOW
+from fanout.feed.policy import FanoutPolicy
+from fanout.feed.reader import FeedReader
+from fanout.feed.service import FeedService
+from fanout.feed.worker import GROUP, FanoutWorker
+
+FEED_TOPICS = (Topics.FEED_POSTS, FEED_POSTS_LOW, Topics.FEED_FOLLOWS)
+
+
+@dataclass
+class FeedKit:
+    service: FeedService
+    reader: FeedReader
+    worker: FanoutWorker
+    log: Log
+    stores: dict[str, Any]
+    relay: Callable[[], Awaitable[None]]
+    clock: ManualClock
+
+    async def drain(self) -> int:
+        """Hand every pending feed record to the worker; the number handled."""
+        handled = 0
+        for topic in FEED_TOPICS:
+            for partition in range(self.log.partitions):
+                await self.log.acquire(topic, GROUP, "kit", partition, 60_000)
+                while records := await self.log.read(topic, GROUP, "kit", partition, 100):
+                    for record in records:
+                        await self.worker.handle(record)
+                    await self.log.ack(GROUP, records)
+                    handled += len(records)
+        return handled
+
+    async def settle(self) -> None:
+        while True:
+            await self.relay()
+            handled = await self.drain()
+            handled += await self.reader.process_rebuilds()
+            if not handled:
+                return
+
+
+@contextlib.asynccontextmanager
+async def feed_kit(
+    backend: dict[str, str], tmp_path: Path, policy: FanoutPolicy, clock: ManualClock, *,
+    cap: int = 800, inactive_days: int = 30, worker_id: int = 1,
+) -> AsyncIterator[FeedKit]:  # fmt: skip
+    ids = IdGenerator(worker_id, clock)
+    async with contextlib.AsyncExitStack() as stack:
+        stores, log, relay = await _stores(backend, tmp_path, clock, cap, stack)
+        posts, follows, timelines, snapshots = (
+            stores["posts"], stores["follows"], stores["timelines"], stores["snapshots"],
+        )  # fmt: skip
+        service = FeedService(posts, follows, timelines, policy, clock, ids.next_id,
+                              timeline_cap=cap)  # fmt: skip
+        reader = FeedReader(posts, follows, timelines, snapshots, clock, ids.next_id,
+                            timeline_cap=cap, inactive_days=inactive_days)  # fmt: skip
+        worker = FanoutWorker(posts, follows, timelines, policy, clock, timeline_cap=cap,
+                              inactive_days=inactive_days)  # fmt: skip
+        # Rebuilds run only in settle(), so a test sees every read made before one finishes.
+        yield FeedKit(service, reader, worker, log, stores, relay, clock)
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def _stores(
+    backend: dict[str, str], tmp_path: Path, clock: Clock, cap: int,
+    stack: contextlib.AsyncExitStack,
+) -> tuple[dict[str, Any], Log, Callable[[], Awaitable[None]]]:  # fmt: skip
+    if backend["kind"] == "sqlite":
+        from fanout.storage.embedded.engine import SqliteEngine
+        from fanout.storage.embedded.feed import SqliteFollowStore, SqlitePostStore
+        from fanout.storage.embedded.log import SqliteLog
+        from fanout.storage.embedded.timelines import MemorySnapshotStore, SqliteTimelineStore
+
+        engine = SqliteEngine(tmp_path / f"feed-{id(stack)}.sqlite3")
+        await engine.start()
+        stack.push_async_callback(engine.close)
+        log = SqliteLog(engine, clock, partitions=4)
+        stores = {
+            "posts": SqlitePostStore(engine, log),
+            "follows": SqliteFollowStore(engine, log),
+            "timelines": SqliteTimelineStore(engine, cap=cap),
+            "snapshots": MemorySnapshotStore(clock),
+        }
+        return stores, log, _nothing
+
+    from fanout.storage.postgres.engine import PostgresEngine
+    from fanout.storage.postgres.feed import PostgresFollowStore, PostgresPostStore
+    from fanout.storage.postgres.outbox import OutboxRelay, PostgresOutbox
+    from fanout.storage.redis.connection import connect
+    from fanout.storage.redis.log import RedisLog
+    from fanout.storage.redis.timelines import RedisSnapshotStore, RedisTimelineStore
+
+    pg = PostgresEngine(backend["postgres"])
+    await pg.start()
+    stack.push_async_callback(pg.close)
+    client = await connect(backend["redis"])
+    stack.push_async_callback(client.aclose)
+    log = RedisLog(client, clock, partitions=4)
+    outbox = PostgresOutbox()
+    relay = OutboxRelay(pg, log)
+
+    async def flush() -> None:
+        while await relay.run_once():
+            pass
+
+    stores = {
+        "posts": PostgresPostStore(pg, outbox),
+        "follows": PostgresFollowStore(pg, outbox),
+        "timelines": RedisTimelineStore(client, cap=cap),
+        "snapshots": RedisSnapshotStore(client),
+    }
+    return stores, log, flush
