@@ -10,13 +10,13 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from fanout.core.clock import Clock, ManualClock
 from fanout.core.ids import IdGenerator
 from fanout.core.log import Log, Topics
 from fanout.feed.events import FEED_POSTS_LOW
 from fanout.feed.policy import FanoutPolicy
+from fanout.feed.ports import FeedStores
 from fanout.feed.reader import FeedReader
 from fanout.feed.service import FeedService
 from fanout.feed.worker import GROUP, FanoutWorker
@@ -30,7 +30,7 @@ class FeedKit:
     reader: FeedReader
     worker: FanoutWorker
     log: Log
-    stores: dict[str, Any]
+    stores: FeedStores
     relay: Callable[[], Awaitable[None]]
     clock: ManualClock
 
@@ -63,15 +63,11 @@ async def feed_kit(
 ) -> AsyncIterator[FeedKit]:  # fmt: skip
     ids = IdGenerator(worker_id, clock)
     async with contextlib.AsyncExitStack() as stack:
-        stores, log, relay = await _stores(backend, tmp_path, clock, cap, stack)
-        posts, follows, timelines, snapshots = (
-            stores["posts"], stores["follows"], stores["timelines"], stores["snapshots"],
-        )  # fmt: skip
-        service = FeedService(posts, follows, timelines, policy, clock, ids.next_id,
-                              timeline_cap=cap)  # fmt: skip
-        reader = FeedReader(posts, follows, timelines, snapshots, clock, ids.next_id,
-                            timeline_cap=cap, inactive_days=inactive_days)  # fmt: skip
-        worker = FanoutWorker(posts, follows, timelines, policy, clock, timeline_cap=cap,
+        stores, log, relay = await open_feed_stores(backend, tmp_path, clock, cap, stack)
+        service = FeedService(stores, policy, clock, ids.next_id, timeline_cap=cap)
+        reader = FeedReader(stores, clock, ids.next_id, timeline_cap=cap,
+                            inactive_days=inactive_days)  # fmt: skip
+        worker = FanoutWorker(stores, policy, clock, timeline_cap=cap,
                               inactive_days=inactive_days)  # fmt: skip
         # Rebuilds run only in settle(), so a test sees every read made before one finishes.
         yield FeedKit(service, reader, worker, log, stores, relay, clock)
@@ -81,10 +77,13 @@ async def _nothing() -> None:
     return None
 
 
-async def _stores(
+async def open_feed_stores(
     backend: dict[str, str], tmp_path: Path, clock: Clock, cap: int,
     stack: contextlib.AsyncExitStack,
-) -> tuple[dict[str, Any], Log, Callable[[], Awaitable[None]]]:  # fmt: skip
+) -> tuple[FeedStores, Log, Callable[[], Awaitable[None]]]:  # fmt: skip
+    """The feed's stores on ``backend`` (closed by ``stack``), its log, and a function that
+    makes committed events visible in the log (the PostgreSQL outbox relay; a no-op on
+    SQLite, whose events commit straight into its log)."""
     if backend["kind"] == "sqlite":
         from fanout.storage.embedded.engine import SqliteEngine
         from fanout.storage.embedded.feed import SqliteFollowStore, SqlitePostStore
@@ -95,12 +94,12 @@ async def _stores(
         await engine.start()
         stack.push_async_callback(engine.close)
         log = SqliteLog(engine, clock, partitions=4)
-        stores = {
-            "posts": SqlitePostStore(engine, log),
-            "follows": SqliteFollowStore(engine, log),
-            "timelines": SqliteTimelineStore(engine, cap=cap),
-            "snapshots": MemorySnapshotStore(clock),
-        }
+        stores = FeedStores(
+            posts=SqlitePostStore(engine, log),
+            follows=SqliteFollowStore(engine, log),
+            timelines=SqliteTimelineStore(engine, cap=cap),
+            snapshots=MemorySnapshotStore(clock),
+        )
         return stores, log, _nothing
 
     from fanout.storage.postgres.engine import PostgresEngine
@@ -123,10 +122,10 @@ async def _stores(
         while await relay.run_once():
             pass
 
-    stores = {
-        "posts": PostgresPostStore(pg, outbox),
-        "follows": PostgresFollowStore(pg, outbox),
-        "timelines": RedisTimelineStore(client, cap=cap),
-        "snapshots": RedisSnapshotStore(client),
-    }
+    stores = FeedStores(
+        posts=PostgresPostStore(pg, outbox),
+        follows=PostgresFollowStore(pg, outbox),
+        timelines=RedisTimelineStore(client, cap=cap),
+        snapshots=RedisSnapshotStore(client),
+    )
     return stores, log, flush

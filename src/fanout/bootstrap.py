@@ -30,7 +30,7 @@ from fanout.core.ids import IdGenerator
 from fanout.core.log import Log
 from fanout.core.ratelimit import InMemoryRateLimiter, RateLimiter
 from fanout.feed.policy import FanoutPolicy
-from fanout.feed.ports import FollowStore, PostStore, SnapshotStore, TimelineStore
+from fanout.feed.ports import FeedStores
 from fanout.feed.reader import FeedReader
 from fanout.feed.service import FeedService
 from fanout.feed.worker import FanoutWorker
@@ -59,10 +59,7 @@ class Backend:
     secrets: SecretStore
     rate_limiter: RateLimiter
     ids: IdGenerator
-    posts: PostStore
-    follows: FollowStore
-    timelines: TimelineStore
-    snapshots: SnapshotStore
+    feed: FeedStores
     checks: dict[str, Ping]
     background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
 
@@ -141,12 +138,11 @@ async def build(
             settings.feed_strategy, settings.feed_low_priority_from, settings.feed_pull_from
         )
         cap, idle = settings.feed_timeline_cap, settings.feed_inactive_days
-        feed = FeedService(backend.posts, backend.follows, backend.timelines, policy, clock,
-                           ids.next_id, timeline_cap=cap)  # fmt: skip
-        reader = FeedReader(backend.posts, backend.follows, backend.timelines, backend.snapshots,
-                            clock, ids.next_id, timeline_cap=cap, inactive_days=idle)  # fmt: skip
-        worker = FanoutWorker(backend.posts, backend.follows, backend.timelines, policy, clock,
-                              timeline_cap=cap, inactive_days=idle)  # fmt: skip
+        feed = FeedService(backend.feed, policy, clock, ids.next_id, timeline_cap=cap)
+        reader = FeedReader(backend.feed, clock, ids.next_id, timeline_cap=cap,
+                            inactive_days=idle)  # fmt: skip
+        worker = FanoutWorker(backend.feed, policy, clock, timeline_cap=cap,
+                              inactive_days=idle)  # fmt: skip
         first, low = _subscriptions(roles if consume else (), worker)
         name = f"{os.uname().nodename}:{os.getpid()}:{ids.worker_id}"
         runners = [
@@ -212,9 +208,12 @@ async def _embedded(settings: Settings, clock: Clock, closers: list[Closer]) -> 
     return Backend(
         log=log_, users=SqliteUserStore(engine), secrets=FileSecretStore(settings.data_dir),
         rate_limiter=InMemoryRateLimiter(clock), ids=IdGenerator(settings.worker_id, clock),
-        posts=SqlitePostStore(engine, log_), follows=SqliteFollowStore(engine, log_),
-        timelines=SqliteTimelineStore(engine, cap=settings.feed_timeline_cap),
-        snapshots=MemorySnapshotStore(clock), checks={"sqlite": engine.ping},
+        feed=FeedStores(
+            posts=SqlitePostStore(engine, log_), follows=SqliteFollowStore(engine, log_),
+            timelines=SqliteTimelineStore(engine, cap=settings.feed_timeline_cap),
+            snapshots=MemorySnapshotStore(clock),
+        ),
+        checks={"sqlite": engine.ping},
         background=[compact_forever],
     )  # fmt: skip
 
@@ -264,9 +263,11 @@ async def _scaled(settings: Settings, clock: Clock, closers: list[Closer]) -> Ba
     return Backend(
         log=log_, users=PostgresUserStore(engine), secrets=PostgresSecretStore(engine),
         rate_limiter=RedisRateLimiter(client), ids=ids,
-        posts=PostgresPostStore(engine, outbox), follows=PostgresFollowStore(engine, outbox),
-        timelines=RedisTimelineStore(client, cap=settings.feed_timeline_cap),
-        snapshots=RedisSnapshotStore(client),
+        feed=FeedStores(
+            posts=PostgresPostStore(engine, outbox), follows=PostgresFollowStore(engine, outbox),
+            timelines=RedisTimelineStore(client, cap=settings.feed_timeline_cap),
+            snapshots=RedisSnapshotStore(client),
+        ),
         checks={"postgres": engine.ping, "redis": ping_redis},
         background=[relay_forever, keep_worker_id],
     )  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,7 +97,7 @@ async def accounts(
 
 
 @dataclass
-class FeedStores:
+class FeedUnderTest:
     """The feed's stores on one backend, plus a way to see the events they committed."""
 
     posts: Any
@@ -124,57 +125,12 @@ def feed_backend(request: pytest.FixtureRequest) -> dict[str, str]:
 
 
 @pytest.fixture
-async def feed(feed_backend: dict[str, str], tmp_path: Path) -> AsyncIterator[FeedStores]:
-    clock = SystemClock()
-    if feed_backend["kind"] == "sqlite":
-        from fanout.storage.embedded.engine import SqliteEngine
-        from fanout.storage.embedded.feed import SqliteFollowStore, SqlitePostStore
-        from fanout.storage.embedded.log import SqliteLog
-        from fanout.storage.embedded.timelines import MemorySnapshotStore, SqliteTimelineStore
+async def feed(feed_backend: dict[str, str], tmp_path: Path) -> AsyncIterator[FeedUnderTest]:
+    from tests.feedkit import open_feed_stores
 
-        engine = SqliteEngine(tmp_path / "feed.sqlite3")
-        await engine.start()
-        log = SqliteLog(engine, clock, partitions=PARTITIONS)
-
-        async def nothing() -> None:
-            return None
-
-        yield FeedStores(
-            posts=SqlitePostStore(engine, log),
-            follows=SqliteFollowStore(engine, log),
-            timelines=SqliteTimelineStore(engine, cap=TIMELINE_CAP),
-            snapshots=MemorySnapshotStore(clock),
-            log=log,
-            flush_events=nothing,
+    async with contextlib.AsyncExitStack() as stack:
+        stores, log, flush = await open_feed_stores(
+            feed_backend, tmp_path, SystemClock(), TIMELINE_CAP, stack
         )
-        await engine.close()
-        return
-
-    from fanout.storage.postgres.engine import PostgresEngine
-    from fanout.storage.postgres.feed import PostgresFollowStore, PostgresPostStore
-    from fanout.storage.postgres.outbox import OutboxRelay, PostgresOutbox
-    from fanout.storage.redis.connection import connect
-    from fanout.storage.redis.log import RedisLog
-    from fanout.storage.redis.timelines import RedisSnapshotStore, RedisTimelineStore
-
-    engine = PostgresEngine(feed_backend["postgres"])
-    await engine.start()
-    client = await connect(feed_backend["redis"])
-    log = RedisLog(client, clock, partitions=PARTITIONS)
-    outbox = PostgresOutbox()
-    relay = OutboxRelay(engine, log)
-
-    async def flush() -> None:
-        while await relay.run_once():
-            pass
-
-    yield FeedStores(
-        posts=PostgresPostStore(engine, outbox),
-        follows=PostgresFollowStore(engine, outbox),
-        timelines=RedisTimelineStore(client, cap=TIMELINE_CAP),
-        snapshots=RedisSnapshotStore(client),
-        log=log,
-        flush_events=flush,
-    )
-    await client.aclose()
-    await engine.close()
+        yield FeedUnderTest(stores.posts, stores.follows, stores.timelines, stores.snapshots,
+                            log, flush)  # fmt: skip

@@ -6,7 +6,7 @@ from fanout.accounts.model import UserId
 from fanout.core.log import Publish
 from fanout.core.partition import partition_for
 from fanout.feed.model import Position
-from tests.contract.conftest import PARTITIONS, FeedStores
+from tests.contract.conftest import PARTITIONS, FeedUnderTest
 
 BASE = 2**60
 STAR = UserId(BASE)
@@ -16,7 +16,7 @@ def user(n: int) -> UserId:
     return UserId(BASE + n)
 
 
-async def test_follow_is_idempotent_counted_and_evented_once(feed: FeedStores) -> None:
+async def test_follow_is_idempotent_counted_and_evented_once(feed: FeedUnderTest) -> None:
     event = Publish("feed.follows", str(user(1)), b"followed")
     assert await feed.follows.follow(user(1), STAR, 1000, [event])
     assert not await feed.follows.follow(user(1), STAR, 2000, [event])
@@ -35,7 +35,7 @@ async def test_follow_is_idempotent_counted_and_evented_once(feed: FeedStores) -
     assert [r.payload for r in records] == [b"followed", b"unfollowed"]
 
 
-async def test_lists_page_most_recent_first(feed: FeedStores) -> None:
+async def test_lists_page_most_recent_first(feed: FeedUnderTest) -> None:
     for n in range(1, 8):
         await feed.follows.follow(user(n), STAR, 1000 * (n % 4), [])  # ties on time
         await feed.follows.follow(STAR, user(n), 5000 + n, [])
@@ -53,7 +53,7 @@ async def test_lists_page_most_recent_first(feed: FeedStores) -> None:
     assert await feed.follows.following_ids(user(99)) == set()
 
 
-async def test_fanout_targets_page_by_id_and_skip_idle_followers(feed: FeedStores) -> None:
+async def test_fanout_targets_page_by_id_and_skip_idle_followers(feed: FeedUnderTest) -> None:
     for n in range(1, 11):
         await feed.follows.follow(user(n), STAR, n, [])
     for n in range(1, 11):
@@ -73,7 +73,7 @@ async def test_fanout_targets_page_by_id_and_skip_idle_followers(feed: FeedStore
     assert everyone == [user(n) for n in range(1, 11)]
 
 
-async def test_touch_never_moves_backwards(feed: FeedStores) -> None:
+async def test_touch_never_moves_backwards(feed: FeedUnderTest) -> None:
     assert await feed.follows.last_active(user(1)) is None
     await feed.follows.touch(user(1), 5000)
     await feed.follows.touch(user(1), 3000)

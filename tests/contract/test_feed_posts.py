@@ -6,7 +6,7 @@ from fanout.accounts.model import UserId
 from fanout.core.log import Publish
 from fanout.core.partition import partition_for
 from fanout.feed.model import Comment, Entry, NewPost, Position, PostId
-from tests.contract.conftest import PARTITIONS, FeedStores
+from tests.contract.conftest import PARTITIONS, FeedUnderTest
 
 BASE_ID = 2**60  # ids above 2**53 catch any float or JS-number round trip
 A, B, C = UserId(BASE_ID + 1), UserId(BASE_ID + 2), UserId(BASE_ID + 3)
@@ -22,13 +22,13 @@ def new_post(n: int, author: UserId = A, ms: int | None = None, media: int = 0) 
     )
 
 
-async def events_of(feed: FeedStores, topic: str, key: str) -> list[bytes]:
+async def events_of(feed: FeedUnderTest, topic: str, key: str) -> list[bytes]:
     await feed.flush_events()
     records = await feed.log.read(topic, "inspect", "c", partition_for(key, PARTITIONS), 100)
     return [r.payload for r in records]
 
 
-async def test_create_and_get_many_round_trip(feed: FeedStores) -> None:
+async def test_create_and_get_many_round_trip(feed: FeedUnderTest) -> None:
     created = await feed.posts.create(new_post(1, media=2), [])
     assert created.like_count == 0 and created.comment_count == 0 and not created.deleted
     got = await feed.posts.get_many([created.id, PostId(42), created.id])
@@ -38,13 +38,13 @@ async def test_create_and_get_many_round_trip(feed: FeedStores) -> None:
     assert post.text == "post 1 ✓" and len(post.media_urls) == 2 and post.author_id == A
 
 
-async def test_events_commit_with_the_post(feed: FeedStores) -> None:
+async def test_events_commit_with_the_post(feed: FeedUnderTest) -> None:
     event = Publish("feed.posts", str(A), b"created-1")
     await feed.posts.create(new_post(1), [event])
     assert await events_of(feed, "feed.posts", str(A)) == [b"created-1"]
 
 
-async def test_delete_marks_the_post_and_hides_it_from_author_lists(feed: FeedStores) -> None:
+async def test_delete_marks_the_post_and_hides_it_from_author_lists(feed: FeedUnderTest) -> None:
     for n in range(3):
         await feed.posts.create(new_post(n), [])
     target = PostId(BASE_ID + 1001)
@@ -57,7 +57,7 @@ async def test_delete_marks_the_post_and_hides_it_from_author_lists(feed: FeedSt
     assert await events_of(feed, "feed.posts", str(A)) == [b"deleted"]
 
 
-async def test_author_lists_page_newest_first_with_ties_broken_by_id(feed: FeedStores) -> None:
+async def test_author_lists_page_newest_first_with_ties_broken_by_id(feed: FeedUnderTest) -> None:
     same_ms = 1_767_225_600_000
     posts = [new_post(n, ms=same_ms + (n // 3)) for n in range(10)]  # three per millisecond
     for post in reversed(posts):
@@ -72,7 +72,7 @@ async def test_author_lists_page_newest_first_with_ties_broken_by_id(feed: FeedS
     assert seen == expected
 
 
-async def test_by_authors_merges_several_authors(feed: FeedStores) -> None:
+async def test_by_authors_merges_several_authors(feed: FeedUnderTest) -> None:
     for n in range(12):
         await feed.posts.create(new_post(n, author=[A, B, C][n % 3]), [])
     merged = await feed.posts.by_authors([A, C], None, 100)
@@ -83,7 +83,7 @@ async def test_by_authors_merges_several_authors(feed: FeedStores) -> None:
     assert await feed.posts.by_authors([], None, 10) == []
 
 
-async def test_likes_are_idempotent_counted_and_produce_events_once(feed: FeedStores) -> None:
+async def test_likes_are_idempotent_counted_and_produce_events_once(feed: FeedUnderTest) -> None:
     post = await feed.posts.create(new_post(1), [])
     event = Publish("notify.requests", "like-1", b"liked")
     assert await feed.posts.like(B, post.id, [event])
@@ -98,7 +98,7 @@ async def test_likes_are_idempotent_counted_and_produce_events_once(feed: FeedSt
     assert await events_of(feed, "notify.requests", "like-1") == [b"liked"]
 
 
-async def test_comments_count_page_oldest_first_and_feed_affinity(feed: FeedStores) -> None:
+async def test_comments_count_page_oldest_first_and_feed_affinity(feed: FeedUnderTest) -> None:
     post = await feed.posts.create(new_post(1), [])
     for n in range(5):
         comment = Comment(BASE_ID + 5000 + n, post.id, B if n % 2 else C, f"c{n}", 1000 + n)
@@ -113,7 +113,7 @@ async def test_comments_count_page_oldest_first_and_feed_affinity(feed: FeedStor
     assert (await feed.posts.affinity(C, [A]))[A] == 3.0
 
 
-async def test_unpushed_posts_make_their_author_a_pull_source(feed: FeedStores) -> None:
+async def test_unpushed_posts_make_their_author_a_pull_source(feed: FeedUnderTest) -> None:
     await feed.posts.create(new_post(1, author=A), [])
     await feed.posts.create(new_post(2, author=B), [], unpushed=True)
     await feed.posts.create(new_post(3, author=B), [])  # later pushed posts do not undo it

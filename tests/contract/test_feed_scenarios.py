@@ -114,5 +114,5 @@ async def test_low_lane_posts_arrive_and_deletes_vanish_everywhere(kit: FeedKit)
         assert await read_all(kit, fan) == [made[2], made[0]]
     await kit.settle()  # the purge removed it from the timelines too
     for fan in fans:
-        page = await kit.stores["timelines"].page(fan, None, 10)
+        page = await kit.stores.timelines.page(fan, None, 10)
         assert made[1] not in [e.post_id for e in page]

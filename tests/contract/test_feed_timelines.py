@@ -6,7 +6,7 @@ import asyncio
 
 from fanout.accounts.model import UserId
 from fanout.feed.model import Entry, Position, PostId
-from tests.contract.conftest import TIMELINE_CAP, FeedStores
+from tests.contract.conftest import TIMELINE_CAP, FeedUnderTest
 
 BASE = 2**60
 OWNER = UserId(BASE + 7)
@@ -17,7 +17,7 @@ def entry(n: int, ms: int | None = None) -> Entry:
     return Entry(PostId(BASE + n), 1_767_225_600_000 + (n * 10 if ms is None else ms))
 
 
-async def all_pages(feed: FeedStores, owner: UserId, size: int = 3) -> list[Entry]:
+async def all_pages(feed: FeedUnderTest, owner: UserId, size: int = 3) -> list[Entry]:
     seen: list[Entry] = []
     before: Position | None = None
     while page := await feed.timelines.page(owner, before, size):
@@ -26,7 +26,7 @@ async def all_pages(feed: FeedStores, owner: UserId, size: int = 3) -> list[Entr
     return seen
 
 
-async def test_push_is_idempotent_and_pages_newest_first(feed: FeedStores) -> None:
+async def test_push_is_idempotent_and_pages_newest_first(feed: FeedUnderTest) -> None:
     owners = [UserId(BASE + i) for i in range(5)]
     for n in (3, 1, 2):
         await feed.timelines.push(entry(n), owners)
@@ -37,13 +37,13 @@ async def test_push_is_idempotent_and_pages_newest_first(feed: FeedStores) -> No
     assert await feed.timelines.page(UserId(1), None, 10) == []
 
 
-async def test_equal_scores_are_ordered_by_post_id(feed: FeedStores) -> None:
+async def test_equal_scores_are_ordered_by_post_id(feed: FeedUnderTest) -> None:
     same = [entry(n, ms=0) for n in (5, 9, 7, 11, 100)]
     await feed.timelines.add(OWNER, same)
     assert await all_pages(feed, OWNER, 2) == sorted(same, key=lambda e: e.post_id, reverse=True)
 
 
-async def test_the_cap_trims_the_oldest_and_raises_the_floor(feed: FeedStores) -> None:
+async def test_the_cap_trims_the_oldest_and_raises_the_floor(feed: FeedUnderTest) -> None:
     for n in range(1, 3 * TIMELINE_CAP + 1):
         await feed.timelines.push(entry(n), [OWNER])
         assert await feed.timelines.size(OWNER) <= TIMELINE_CAP + SLACK
@@ -61,7 +61,7 @@ def just_below(e: Entry) -> Position:
     return Position(e.score_ms, e.post_id - 1)
 
 
-async def test_add_with_a_floor_drops_what_is_at_or_below_it(feed: FeedStores) -> None:
+async def test_add_with_a_floor_drops_what_is_at_or_below_it(feed: FeedUnderTest) -> None:
     assert await feed.timelines.floor(OWNER) is None
     await feed.timelines.add(OWNER, [entry(1), entry(2), entry(8)])
     await feed.timelines.add(OWNER, [entry(5), entry(6)], floor=just_below(entry(5)))
@@ -74,7 +74,7 @@ async def test_add_with_a_floor_drops_what_is_at_or_below_it(feed: FeedStores) -
     assert await all_pages(feed, OWNER) == [entry(8), entry(7), entry(6), entry(5)]
 
 
-async def test_remove_and_remove_everywhere(feed: FeedStores) -> None:
+async def test_remove_and_remove_everywhere(feed: FeedUnderTest) -> None:
     owners = [UserId(BASE + i) for i in range(3)]
     for n in range(1, 5):
         await feed.timelines.push(entry(n), owners)
@@ -86,7 +86,7 @@ async def test_remove_and_remove_everywhere(feed: FeedStores) -> None:
     assert await feed.timelines.size(owners[2]) == 3
 
 
-async def test_built_marker(feed: FeedStores) -> None:
+async def test_built_marker(feed: FeedUnderTest) -> None:
     assert await feed.timelines.built_at(OWNER) is None
     await feed.timelines.mark_built(OWNER, 1234)
     assert await feed.timelines.built_at(OWNER) == 1234
@@ -94,7 +94,7 @@ async def test_built_marker(feed: FeedStores) -> None:
     assert await feed.timelines.built_at(OWNER) is None
 
 
-async def test_snapshots_round_trip_and_expire(feed: FeedStores) -> None:
+async def test_snapshots_round_trip_and_expire(feed: FeedUnderTest) -> None:
     ids = [PostId(BASE + n) for n in (3, 1, 2)]
     await feed.snapshots.put("s1", ids, ttl_s=1)
     assert await feed.snapshots.get("s1") == ids

@@ -120,7 +120,7 @@ async def _load_graph_and_post(redis_url: str, database_url: str, tmp_path: Path
     backend = {"kind": "scaled", "redis": redis_url, "postgres": database_url}
     policy = FanoutPolicy("hybrid", low_priority_from=10**9, pull_from=2 * 10**9)
     async with feed_kit(backend, tmp_path, policy, ManualClock(SystemClock().now_ms())) as kit:
-        engine = kit.stores["posts"]._engine
+        engine = kit.stores.posts._engine  # type: ignore[attr-defined]
         await engine.execute(
             "INSERT INTO follows (followee_id, follower_id, at_ms)"
             " SELECT $1, g, 0 FROM generate_series($2::bigint, $3::bigint) AS g",

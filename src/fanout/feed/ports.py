@@ -9,13 +9,14 @@ Redis Streams), so a post never exists without its fan-out record, nor the other
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from fanout.accounts.model import UserId
 from fanout.core.log import Publish
 from fanout.feed.model import Comment, Entry, Follow, NewPost, Position, Post, PostId
 
-__all__ = ["FollowStore", "LiveFeed", "PostStore", "SnapshotStore", "TimelineStore"]
+__all__ = ["FeedStores", "FollowStore", "LiveFeed", "PostStore", "SnapshotStore", "TimelineStore"]
 
 
 class PostStore(Protocol):
@@ -183,3 +184,13 @@ class LiveFeed(Protocol):
     """Offers new posts to followers who are online (the WebSocket gateway implements it)."""
 
     async def offer(self, post: Post, followers: Sequence[UserId]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FeedStores:
+    """The feed's stores on one backend, handed together to the service, reader and worker."""
+
+    posts: PostStore
+    follows: FollowStore
+    timelines: TimelineStore
+    snapshots: SnapshotStore

@@ -34,7 +34,7 @@ from fanout.core.errors import Invalid
 from fanout.feed.cursor import decode_position, decode_ranked, encode_position, encode_ranked
 from fanout.feed.merge import Chain, Source, Stream, newest_first
 from fanout.feed.model import Entry, Position, Post, PostId
-from fanout.feed.ports import FollowStore, PostStore, SnapshotStore, TimelineStore
+from fanout.feed.ports import FeedStores
 from fanout.feed.ranking import RANK_WINDOW, rank
 
 __all__ = ["FeedPage", "FeedReader", "just_below"]
@@ -62,20 +62,17 @@ class FeedPage:
 class FeedReader:
     def __init__(
         self,
-        posts: PostStore,
-        follows: FollowStore,
-        timelines: TimelineStore,
-        snapshots: SnapshotStore,
+        stores: FeedStores,
         clock: Clock,
         next_id: Callable[[], int],
         *,
         timeline_cap: int = 800,
         inactive_days: int = 30,
     ) -> None:
-        self._posts = posts
-        self._follows = follows
-        self._timelines = timelines
-        self._snapshots = snapshots
+        self._posts = stores.posts
+        self._follows = stores.follows
+        self._timelines = stores.timelines
+        self._snapshots = stores.snapshots
         self._clock = clock
         self._next_id = next_id
         self._cap = timeline_cap

@@ -24,7 +24,7 @@ from fanout.feed import events
 from fanout.feed.cursor import decode_position, encode_position
 from fanout.feed.model import Comment, Follow, NewPost, Position, Post, PostId
 from fanout.feed.policy import FanoutPolicy, Lane
-from fanout.feed.ports import FollowStore, PostStore, TimelineStore
+from fanout.feed.ports import FeedStores
 from fanout.feed.reader import just_below
 
 __all__ = ["FeedService", "FollowPage", "PostPage"]
@@ -66,18 +66,16 @@ def check_media(urls: Sequence[str]) -> tuple[str, ...]:
 class FeedService:
     def __init__(
         self,
-        posts: PostStore,
-        follows: FollowStore,
-        timelines: TimelineStore,
+        stores: FeedStores,
         policy: FanoutPolicy,
         clock: Clock,
         next_id: Callable[[], int],
         *,
         timeline_cap: int = 800,
     ) -> None:
-        self._posts = posts
-        self._follows = follows
-        self._timelines = timelines
+        self._posts = stores.posts
+        self._follows = stores.follows
+        self._timelines = stores.timelines
         self._policy = policy
         self._clock = clock
         self._next_id = next_id

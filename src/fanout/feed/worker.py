@@ -21,7 +21,7 @@ from fanout.core.log import LogRecord, Topics
 from fanout.feed import events
 from fanout.feed.model import Entry, PostId
 from fanout.feed.policy import FanoutPolicy, Lane
-from fanout.feed.ports import FollowStore, LiveFeed, PostStore, TimelineStore
+from fanout.feed.ports import FeedStores, LiveFeed
 
 __all__ = ["FanoutWorker", "NoLiveFeed"]
 
@@ -41,9 +41,7 @@ class NoLiveFeed:
 class FanoutWorker:
     def __init__(
         self,
-        posts: PostStore,
-        follows: FollowStore,
-        timelines: TimelineStore,
+        stores: FeedStores,
         policy: FanoutPolicy,
         clock: Clock,
         live: LiveFeed | None = None,
@@ -51,9 +49,9 @@ class FanoutWorker:
         timeline_cap: int = 800,
         inactive_days: int = 30,
     ) -> None:
-        self._posts = posts
-        self._follows = follows
-        self._timelines = timelines
+        self._posts = stores.posts
+        self._follows = stores.follows
+        self._timelines = stores.timelines
         self._policy = policy
         self._clock = clock
         self.live: LiveFeed = live or NoLiveFeed()
