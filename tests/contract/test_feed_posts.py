@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from fanout.accounts.model import UserId
+from fanout.core.errors import NotFound
 from fanout.core.log import Publish
 from fanout.core.partition import partition_for
 from fanout.feed.model import Comment, Entry, NewPost, Position, PostId
@@ -119,3 +122,14 @@ async def test_unpushed_posts_make_their_author_a_pull_source(feed: FeedUnderTes
     await feed.posts.create(new_post(3, author=B), [])  # later pushed posts do not undo it
     assert await feed.posts.pull_sources([A, B, C]) == {B}
     assert await feed.posts.pull_sources([]) == set()
+
+
+async def test_likes_and_comments_on_unknown_posts_store_nothing(feed: FeedUnderTest) -> None:
+    ghost = PostId(BASE_ID + 999)
+    with pytest.raises(NotFound):
+        await feed.posts.like(B, ghost, [Publish("notify.requests", "ghost", b"x")])
+    with pytest.raises(NotFound):
+        await feed.posts.add_comment(Comment(BASE_ID + 7000, ghost, B, "c", 1), [])
+    assert await feed.posts.liked(B, [ghost]) == set()
+    assert await feed.posts.comments(ghost, None, 10) == []
+    assert await events_of(feed, "notify.requests", "ghost") == []

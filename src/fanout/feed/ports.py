@@ -52,7 +52,8 @@ class PostStore(Protocol):
         ...
 
     async def like(self, user: UserId, post_id: PostId, events: Sequence[Publish]) -> bool:
-        """Idempotent; True (and events stored, counter and affinity raised) only the first time."""
+        """Idempotent; True (and events stored, counter and affinity raised) only the first time.
+        ``NotFound`` if the post never existed (a deleted post may still be liked)."""
         ...
 
     async def unlike(self, user: UserId, post_id: PostId) -> bool:
@@ -64,7 +65,8 @@ class PostStore(Protocol):
         ...
 
     async def add_comment(self, comment: Comment, events: Sequence[Publish]) -> Comment:
-        """Store a comment, raise the post's counter and the affinity, store events."""
+        """Store a comment, raise the post's counter and the affinity, store events.
+        ``NotFound`` (and nothing stored) if the post never existed."""
         ...
 
     async def comments(self, post_id: PostId, after_id: int | None, limit: int) -> list[Comment]:

@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import Sequence
 
 from fanout.accounts.model import UserId
+from fanout.core.errors import NotFound
 from fanout.core.log import Publish
 from fanout.feed.model import Comment, Entry, Follow, NewPost, Position, Post, PostId
 from fanout.storage.embedded.engine import SqliteEngine, WriteTx
@@ -127,8 +128,9 @@ class SqlitePostStore:
                 "UPDATE posts SET like_count = like_count + 1 WHERE id = ? RETURNING author_id",
                 (post_id,),
             ).fetchone()
-            if author is not None:
-                _raise_affinity(tx, user, author[0])
+            if author is None:
+                raise NotFound("post", post_id)  # rolls the like back with this job
+            _raise_affinity(tx, user, author[0])
             self._publish(tx, events)
             return True
 
@@ -169,8 +171,9 @@ class SqlitePostStore:
                 " RETURNING author_id",
                 (comment.post_id,),
             ).fetchone()
-            if author is not None:
-                _raise_affinity(tx, comment.author_id, author[0])
+            if author is None:
+                raise NotFound("post", comment.post_id)  # rolls the comment back
+            _raise_affinity(tx, comment.author_id, author[0])
             self._publish(tx, events)
 
         await self._engine.write(job)

@@ -200,6 +200,20 @@ class PostgresEngine:
         async with self._connection("fetchval") as conn:
             return await conn.fetchval(sql, *args)
 
+    async def dedicated_connection(
+        self, connect_timeout_s: float, command_timeout_s: float
+    ) -> asyncpg.Connection[asyncpg.Record]:
+        """A connection of its own, outside the pool, for a long-lived use such as LISTEN; the
+        caller closes it. ``Unavailable`` if the server cannot be reached."""
+        try:
+            return await asyncpg.connect(
+                self._dsn, timeout=connect_timeout_s, command_timeout=command_timeout_s
+            )
+        except Exception as exc:
+            if not _is_unavailable(exc):
+                raise
+            raise _unavailable("a dedicated connection", exc) from exc
+
     # -- internals -----------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager

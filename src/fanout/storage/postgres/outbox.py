@@ -229,10 +229,8 @@ class OutboxRelay:
         await self._close_listener()
         try:
             async with asyncio.timeout(LISTEN_CONNECT_TIMEOUT_S + LISTEN_COMMAND_TIMEOUT_S):
-                conn = await asyncpg.connect(
-                    _dsn(self._engine),
-                    timeout=LISTEN_CONNECT_TIMEOUT_S,
-                    command_timeout=LISTEN_COMMAND_TIMEOUT_S,
+                conn = await self._engine.dedicated_connection(
+                    LISTEN_CONNECT_TIMEOUT_S, LISTEN_COMMAND_TIMEOUT_S
                 )
                 try:
                     await conn.add_listener(OUTBOX_CHANNEL, self._notified)
@@ -270,10 +268,3 @@ def _by_topic(rows: Sequence[asyncpg.Record]) -> dict[str, list[tuple[str, bytes
     for row in rows:
         grouped.setdefault(row["topic"], []).append((row["key"], row["payload"]))
     return grouped
-
-
-def _dsn(engine: PostgresEngine) -> str:
-    # LISTEN needs a connection of its own, outside the pool, for the relay's whole life; the
-    # engine offers no such connection, so this reads its private DSN (never logged).
-    dsn: str = engine._dsn
-    return dsn
