@@ -1,4 +1,2 @@
-"""PostgreSQL adapters (scaled mode): the engine, numbered schema migrations, one store per area.
-
-Only durable account-like state lives here; the log is Redis Streams in scaled mode.
-"""
+"""PostgreSQL adapters (asyncpg): the durable state of scaled mode — accounts, secrets, posts,
+the follow graph — and the transactional outbox that relays their log records to Redis."""
