@@ -6,6 +6,9 @@ Redis Cluster hash tag (the ``{...}`` part), so they live in one slot:
 * a topic-partition's stream, its dead-letter stream(s) and its leases share
   ``{<root topic>:<partition>}`` — the root topic is the topic without its ``.dlq`` suffixes, so
   :meth:`RedisLog.dead_letter` can XADD to ``<topic>.dlq`` and XACK ``<topic>`` atomically;
+* a timeline's sorted set and its built marker share ``{s<shard>}`` with every other timeline
+  of the same shard (``owner % shards``), so one fan-out script call can write all timelines
+  of a shard group (see :func:`timeline_groups` and ``storage/redis/timelines.py``);
 * every other key is used alone, so its tag only spreads load.
 
 Topic names must not contain ``{`` or ``}``: they would move the hash tag.
@@ -13,19 +16,36 @@ Topic names must not contain ``{`` or ``}``: they would move the hash tag.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterable
+
 from fanout.core.log import DLQ_SUFFIX
 
 __all__ = [
     "PREFIX",
+    "TIMELINE_SHARDS",
+    "feed_snapshot",
     "log_groups",
     "log_lease",
     "log_members",
     "log_stream",
     "rate_limit_bucket",
+    "timeline",
+    "timeline_built",
+    "timeline_groups",
     "worker_id",
 ]
 
 PREFIX = "fanout:"
+
+# Timeline hash tags. Few enough that fanning out to 1 000 followers is ~31 script calls of ~32
+# owners each (one call per tag present; each call has a fixed cost on both sides), enough to
+# spread timelines over a Redis Cluster: each tag is one slot, so moving slots balances the
+# masters to within 1/31 of the timeline load. Prime because user ids are Snowflakes whose low
+# 12 bits count ids within one millisecond and are nearly always 0: ``owner % 32`` would put
+# almost every user into shard 0, a prime modulus depends on every bit. Changing it renames
+# every timeline key (timelines are then rebuilt from pull, as for a new user).
+TIMELINE_SHARDS = 31
 
 
 def _partition_tag(topic: str, partition: int) -> str:
@@ -69,3 +89,38 @@ def rate_limit_bucket(key: str) -> str:
 def worker_id(worker: int) -> str:
     """String naming the process that leases Snowflake worker id ``worker`` (expires: PX)."""
     return f"{PREFIX}worker-id:{worker}"
+
+
+@functools.cache
+def _timeline_prefixes(shards: int) -> tuple[bytes, ...]:
+    return tuple(f"{PREFIX}tl:{{s{shard}}}:".encode() for shard in range(shards))
+
+
+def timeline(owner: int, shards: int = TIMELINE_SHARDS) -> bytes:
+    """Sorted set holding one user's timeline, e.g. ``fanout:tl:{s17}:<owner>`` (shard =
+    ``owner % shards``). Bytes, like :func:`timeline_groups`, which builds thousands at once."""
+    return _timeline_prefixes(shards)[owner % shards] + b"%d" % owner
+
+
+def timeline_built(owner: int, shards: int = TIMELINE_SHARDS) -> bytes:
+    """String holding when a timeline was last (re)built (ms); absent = must be built."""
+    return f"{PREFIX}tlb:{{s{owner % shards}}}:{owner}".encode()
+
+
+def timeline_groups(owners: Iterable[int], shards: int = TIMELINE_SHARDS) -> list[list[bytes]]:
+    """The :func:`timeline` keys of ``owners``, grouped by hash tag: each group lies in one
+    Redis Cluster slot, so one script call may write all of it. Empty groups are left out.
+
+    The fan-out hot path: one modulo, one concatenation and one append per owner.
+    """
+    prefixes = _timeline_prefixes(shards)
+    groups: list[list[bytes]] = [[] for _ in range(shards)]
+    for owner in owners:
+        shard = owner % shards
+        groups[shard].append(prefixes[shard] + b"%d" % owner)
+    return [group for group in groups if group]
+
+
+def feed_snapshot(key: str) -> str:
+    """String holding one ranked feed snapshot (packed post ids); expires (EX)."""
+    return f"{PREFIX}snap:{key}"
