@@ -1,0 +1,1 @@
+"""Short links: non-enumerable codes, fast redirects, asynchronous click analytics."""
