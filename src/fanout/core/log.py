@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["DLQ_SUFFIX", "Log", "LogRecord", "Publish", "Topics"]
+__all__ = ["DLQ_SUFFIX", "Log", "LogRecord", "Publish", "Topics", "offset_order"]
 
 DLQ_SUFFIX = ".dlq"
 
@@ -40,6 +40,13 @@ class Topics:
     LINKS_CLICKS = "links.clicks"  # key: code
 
     ALL = (FEED_POSTS, FEED_FOLLOWS, CHAT_EVENTS, NOTIFY_REQUESTS, NOTIFY_DELIVERIES, LINKS_CLICKS)
+
+
+def offset_order(offset: str) -> tuple[int, int]:
+    """A sortable form of any adapter's offset: ``"123"`` (SQLite) or ``"1700000000000-5"``
+    (Redis stream ids). Offsets of one partition compare correctly through it."""
+    high, _, low = offset.partition("-")
+    return int(high), int(low or 0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ from typing import NewType
 
 from fanout.accounts.model import UserId
 
-__all__ = ["Comment", "Entry", "Follow", "NewPost", "Position", "Post", "PostId"]
+__all__ = ["Comment", "Entry", "Follow", "NewPost", "Position", "Post", "PostId", "trim_slack"]
 
 PostId = NewType("PostId", int)
 
@@ -76,3 +76,9 @@ class Follow:
 
     user_id: UserId
     at_ms: int
+
+
+def trim_slack(cap: int) -> int:
+    """Entries a timeline may hold beyond ``cap`` before it is trimmed back to ``cap``: one trim
+    per ``slack`` inserts instead of one per insert."""
+    return max(1, cap // 8)

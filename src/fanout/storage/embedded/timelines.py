@@ -14,10 +14,10 @@ from collections.abc import Sequence
 
 from fanout.accounts.model import UserId
 from fanout.core.clock import Clock
-from fanout.feed.model import Entry, Position, PostId
+from fanout.feed.model import Entry, Position, PostId, trim_slack
 from fanout.storage.embedded.engine import SqliteEngine, WriteTx
 
-__all__ = ["MemorySnapshotStore", "SqliteTimelineStore", "trim_slack"]
+__all__ = ["MemorySnapshotStore", "SqliteTimelineStore"]
 
 _TOP = Position(2**63 - 1, 2**63 - 1)
 _INSERT = (
@@ -25,11 +25,6 @@ _INSERT = (
     " SELECT ?1, ?2, ?3 WHERE NOT EXISTS (SELECT 1 FROM timeline_meta"
     " WHERE owner_id = ?1 AND (floor_score, floor_id) >= (?2, ?3))"
 )
-
-
-def trim_slack(cap: int) -> int:
-    """Entries a timeline may hold beyond ``cap`` before it is trimmed (amortizes the trim)."""
-    return max(1, cap // 8)
 
 
 class SqliteTimelineStore:

@@ -12,8 +12,10 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
@@ -101,6 +103,8 @@ async def connect(url: str) -> aioredis.Redis:
         retry=Retry(ExponentialWithJitterBackoff(base=RETRY_BASE_S, cap=RETRY_CAP_S), RETRIES),
         decode_responses=False,
     )
+    pool = client.connection_pool
+    pool.connection_class = _hiredis_packing(pool.connection_class)
     try:
         async with guard("connect", settings.connect_timeout_s + settings.socket_timeout_s):
             await client.ping()
@@ -108,6 +112,31 @@ async def connect(url: str) -> aioredis.Redis:
         await client.aclose()
         raise
     return client
+
+
+class _HiredisPacking:
+    """Commands packed by hiredis in C. redis-py's asyncio connections pack every argument in
+    Python, which measured as the largest cost of a fan-out push (a script call per shard
+    with hundreds of keys): 424k -> 577k owners/s for an empty script."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        head = args[0]
+        # Multi-word command names ("CONFIG GET") go out as separate arguments, as in redis-py.
+        if (isinstance(head, str) and " " in head) or (isinstance(head, bytes) and b" " in head):
+            args = (*head.split(), *args[1:])
+        return [hiredis.pack_command(args)]
+
+
+_PACKING_CLASSES: dict[type[Any], type[Any]] = {}
+
+
+def _hiredis_packing(cls: type[Any]) -> type[Any]:
+    """``cls`` with hiredis packing mixed in (one subclass per connection class)."""
+    if issubclass(cls, _HiredisPacking):
+        return cls
+    if cls not in _PACKING_CLASSES:
+        _PACKING_CLASSES[cls] = type(f"Hiredis{cls.__name__}", (_HiredisPacking, cls), {})
+    return _PACKING_CLASSES[cls]
 
 
 @contextlib.asynccontextmanager

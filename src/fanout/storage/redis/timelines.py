@@ -41,11 +41,11 @@ from redis.exceptions import NoScriptError
 from redis.typing import EncodableT
 
 from fanout.accounts.model import UserId
-from fanout.feed.model import Entry, Position, PostId
+from fanout.feed.model import Entry, Position, PostId, trim_slack
 from fanout.storage.redis import keys
 from fanout.storage.redis.connection import guard
 
-__all__ = ["RedisSnapshotStore", "RedisTimelineStore", "trim_slack"]
+__all__ = ["RedisSnapshotStore", "RedisTimelineStore"]
 
 DEFAULT_CAP = 800  # entries kept per timeline (DESIGN.md §5.1)
 # Timelines per script call: Redis runs nothing else while a script runs, and at ~5 µs per owner
@@ -230,12 +230,6 @@ for i = 1, #KEYS do
 end
 return 0
 """
-
-
-def trim_slack(cap: int) -> int:
-    """Entries a timeline may hold beyond ``cap`` before it is trimmed (amortizes the trim);
-    the same rule as the SQLite store, which the contract tests assume."""
-    return max(1, cap // 8)
 
 
 def _member(post_id: int) -> bytes:
