@@ -134,3 +134,48 @@ async def feed(feed_backend: dict[str, str], tmp_path: Path) -> AsyncIterator[Fe
         )
         yield FeedUnderTest(stores.posts, stores.follows, stores.timelines, stores.snapshots,
                             log, flush)  # fmt: skip
+
+
+LINK_BACKENDS = ["sqlite", "scaled"]
+
+
+@dataclass
+class LinksUnderTest:
+    links: Any
+    clicks: Any
+    cache: Any  # None on the embedded backend, which has no shared cache
+
+
+@pytest.fixture(params=LINK_BACKENDS)
+def links_backend(request: pytest.FixtureRequest) -> dict[str, str]:
+    if request.param == "sqlite":
+        return {"kind": "sqlite"}
+    return {
+        "kind": "scaled",
+        "redis": request.getfixturevalue("clean_redis_url"),
+        "postgres": request.getfixturevalue("fresh_database_url"),
+    }
+
+
+@pytest.fixture
+async def links(links_backend: dict[str, str], tmp_path: Path) -> AsyncIterator[LinksUnderTest]:
+    if links_backend["kind"] == "sqlite":
+        from fanout.storage.embedded.engine import SqliteEngine
+        from fanout.storage.embedded.links import SqliteClickStore, SqliteLinkStore
+
+        engine = SqliteEngine(tmp_path / "links.sqlite3")
+        await engine.start()
+        yield LinksUnderTest(SqliteLinkStore(engine), SqliteClickStore(engine), None)
+        await engine.close()
+        return
+    from fanout.storage.postgres.engine import PostgresEngine
+    from fanout.storage.postgres.links import PostgresClickStore, PostgresLinkStore
+    from fanout.storage.redis.connection import connect
+    from fanout.storage.redis.links import RedisLinkCache
+
+    pg = PostgresEngine(links_backend["postgres"])
+    await pg.start()
+    client = await connect(links_backend["redis"])
+    yield LinksUnderTest(PostgresLinkStore(pg), PostgresClickStore(pg), RedisLinkCache(client))
+    await client.aclose()
+    await pg.close()

@@ -1,0 +1,153 @@
+"""Clicks: what a redirect records, how it reaches the log, and how it is aggregated.
+
+A redirect never waits for analytics: it hands a :class:`Click` to :class:`ClickSink`, whose
+background task publishes batches to ``links.clicks`` (keyed by code). The queue is bounded;
+when it is full the redirect waits for room instead of dropping the click. On shutdown the sink
+drains what is queued. The aggregator consumes the topic in batches and applies them to the
+:class:`ClickStore` exactly once (see its docstring).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import re
+from collections.abc import Sequence
+from urllib.parse import parse_qs, urlsplit
+
+import msgspec
+
+from fanout.core.log import Log, LogRecord, Topics
+from fanout.links.model import Click
+from fanout.links.ports import ClickStore
+
+__all__ = ["ClickAggregator", "ClickSink", "classify", "decode_click", "encode_click"]
+
+log = logging.getLogger(__name__)
+
+SINK_QUEUE = 100_000  # clicks waiting for the log; past it redirects wait for room
+SINK_BATCH = 500  # clicks per publish
+GROUP = "links-aggregator"
+
+_BOT = re.compile(
+    r"bot|crawl|spider|slurp|curl|wget|python-|httpclient|okhttp|go-http|java/|headless|"
+    r"preview|scanner|monitor|facebookexternalhit|whatsapp|telegram",
+    re.IGNORECASE,
+)
+_TABLET = re.compile(r"ipad|tablet|kindle|silk|playbook|android(?!.*mobile)", re.IGNORECASE)
+_MOBILE = re.compile(r"mobi|iphone|ipod|android|blackberry|windows phone", re.IGNORECASE)
+
+
+def classify(user_agent: str) -> tuple[str, bool]:
+    """(device class, is bot) from a user agent; an empty one is a bot."""
+    if not user_agent or _BOT.search(user_agent):
+        return "bot", True
+    if _TABLET.search(user_agent):
+        return "tablet", False
+    if _MOBILE.search(user_agent):
+        return "mobile", False
+    return "desktop", False
+
+
+def referrer_host(referrer: str) -> str:
+    """The referring host only (never the path: it may carry personal data), IDNA ASCII."""
+    if not referrer:
+        return ""
+    try:
+        host = urlsplit(referrer).hostname or ""
+        return host.encode("idna").decode("ascii")[:253] if host else ""
+    except (ValueError, UnicodeError):
+        return ""
+
+
+def utm(query: str) -> tuple[str, str, str]:
+    values = parse_qs(query, max_num_fields=50)
+    return tuple(  # type: ignore[return-value]  # three fields, by construction
+        (values.get(f"utm_{name}") or [""])[0][:100] for name in ("source", "medium", "campaign")
+    )
+
+
+def visitor_hash(secret: bytes, client: str, user_agent: str) -> str:
+    """A keyed hash of the client: counts uniques without storing an address."""
+    digest = hashlib.blake2b(f"{client}\n{user_agent}".encode(), key=secret[:64], digest_size=8)
+    return digest.hexdigest()
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(tuple[str, int, str, str, str, str, bool, str, str, str])
+
+
+def encode_click(click: Click) -> bytes:
+    return _encoder.encode(
+        (click.code, click.at_ms, click.visitor, click.referrer_host, click.country,
+         click.device, click.bot, click.utm_source, click.utm_medium, click.utm_campaign)
+    )  # fmt: skip
+
+
+def decode_click(raw: bytes) -> Click:
+    return Click(*_decoder.decode(raw))
+
+
+class ClickSink:
+    """Bounded hand-off from redirects to the log, flushed by :meth:`run`."""
+
+    def __init__(self, log_: Log) -> None:
+        self._log = log_
+        self._queue: asyncio.Queue[Click] = asyncio.Queue(SINK_QUEUE)
+        self.published = 0
+
+    async def add(self, click: Click) -> None:
+        try:
+            self._queue.put_nowait(click)
+        except asyncio.QueueFull:
+            await self._queue.put(click)  # back-pressure rather than loss
+
+    async def run(self) -> None:
+        """Publish queued clicks in batches until cancelled; then drain what is left."""
+        try:
+            while True:
+                batch = [await self._queue.get()]
+                await self._publish_more(batch)
+        finally:
+            with contextlib.suppress(Exception):  # best effort on the way out
+                await asyncio.shield(self.flush())
+
+    async def _publish_more(self, batch: list[Click]) -> None:
+        while len(batch) < SINK_BATCH and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        while True:
+            try:
+                await self._log.publish_many(
+                    Topics.LINKS_CLICKS, [(c.code, encode_click(c)) for c in batch]
+                )
+                self.published += len(batch)
+                return
+            except Exception:  # the log is down: keep the clicks and retry
+                log.exception("publishing %d clicks failed; retrying", len(batch))
+                await asyncio.sleep(0.5)
+
+    async def flush(self) -> None:
+        """Publish everything queued now."""
+        while not self._queue.empty():
+            await self._publish_more([self._queue.get_nowait()])
+
+
+class ClickAggregator:
+    """Consumes ``links.clicks`` in batches into the click store (exactly once)."""
+
+    def __init__(self, store: ClickStore) -> None:
+        self._store = store
+
+    async def handle_batch(self, records: Sequence[LogRecord]) -> None:
+        by_partition: dict[int, list[tuple[str, Click]]] = {}
+        for record in records:
+            by_partition.setdefault(record.partition, []).append(
+                (record.offset, decode_click(record.payload))
+            )
+        for partition, clicks in by_partition.items():
+            await self._store.apply(GROUP, partition, clicks)
+
+    async def handle(self, record: LogRecord) -> None:
+        await self.handle_batch([record])

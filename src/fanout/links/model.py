@@ -1,0 +1,59 @@
+"""Link records and clicks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fanout.accounts.model import UserId
+
+__all__ = ["Click", "Link", "LinkStats", "Series"]
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    code: str
+    owner_id: UserId
+    url: str
+    redirect: int  # 301 or 302
+    created_ms: int
+    expires_ms: int | None
+    max_visits: int | None = None
+    deleted: bool = False
+
+    def gone(self, now_ms: int) -> bool:
+        """Deleted or expired: the code answers 410."""
+        return self.deleted or (self.expires_ms is not None and now_ms >= self.expires_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class Click:
+    """One redirect served, as the analytics see it (no raw IP is ever stored)."""
+
+    code: str  # "" for an orphan visit (unknown code)
+    at_ms: int
+    visitor: str  # keyed hash of client address + user agent: uniques without identities
+    referrer_host: str  # "" when absent
+    country: str  # ISO 3166 alpha-2, "" when unknown
+    device: str  # desktop | mobile | tablet | bot | other
+    bot: bool
+    utm_source: str = ""
+    utm_medium: str = ""
+    utm_campaign: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    t_ms: int
+    clicks: int
+    uniques: int
+
+
+@dataclass(frozen=True, slots=True)
+class LinkStats:
+    total: int  # human clicks ever (bots excluded)
+    bots: int
+    series: list[Series]
+    referrers: list[tuple[str, int]]
+    countries: list[tuple[str, int]]
+    devices: list[tuple[str, int]]
+    utm: dict[str, list[tuple[str, int]]]

@@ -1,0 +1,192 @@
+"""SQLite adapters of the links ports (``fanout.links.ports``)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+from fanout.accounts.model import UserId
+from fanout.core.errors import Conflict
+from fanout.core.log import offset_order
+from fanout.links.aggregate import DAY_MS, GRAINS, build_stats, deltas
+from fanout.links.model import Click, Link, LinkStats
+from fanout.storage.embedded.engine import SqliteEngine, WriteTx
+
+__all__ = ["SqliteClickStore", "SqliteLinkStore"]
+
+_COLUMNS = "code, owner_id, url, redirect, created_ms, expires_ms, max_visits, deleted"
+_TOP = (2**63 - 1, "\U0010ffff")
+
+
+def _link(row: tuple[str, int, str, int, int, int | None, int | None, int]) -> Link:
+    return Link(row[0], UserId(row[1]), row[2], row[3], row[4], row[5], row[6], bool(row[7]))
+
+
+class SqliteLinkStore:
+    def __init__(self, engine: SqliteEngine) -> None:
+        self._engine = engine
+
+    async def lease_block(self, size: int) -> int:
+        row = await self._engine.write(
+            lambda tx: tx.execute(
+                "INSERT INTO counters (name, value) VALUES ('links', ?) ON CONFLICT (name)"
+                " DO UPDATE SET value = value + excluded.value RETURNING value",
+                (size,),
+            ).fetchone()
+        )
+        return int(row[0]) - size
+
+    async def create(self, link: Link) -> None:
+        def job(tx: WriteTx) -> None:
+            tx.execute(
+                f"INSERT INTO links ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (link.code, link.owner_id, link.url, link.redirect, link.created_ms,
+                 link.expires_ms, link.max_visits, int(link.deleted)),
+            )  # fmt: skip
+
+        try:
+            await self._engine.write(job)
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(f"the code {link.code!r} is taken") from exc
+
+    async def get(self, code: str) -> Link | None:
+        row = await self._engine.read(
+            lambda c: c.execute(f"SELECT {_COLUMNS} FROM links WHERE code = ?", (code,)).fetchone()
+        )
+        return None if row is None else _link(row)
+
+    async def find_for_reuse(self, owner: UserId, url: str) -> Link | None:
+        row = await self._engine.read(
+            lambda c: c.execute(
+                f"SELECT {_COLUMNS} FROM links WHERE owner_id = ? AND url = ? AND deleted = 0"
+                " ORDER BY created_ms DESC LIMIT 1",
+                (owner, url),
+            ).fetchone()
+        )
+        return None if row is None else _link(row)
+
+    async def by_owner(
+        self, owner: UserId, before: tuple[int, str] | None, limit: int
+    ) -> list[Link]:
+        at = before or _TOP
+        rows = await self._engine.read(
+            lambda c: c.execute(
+                f"SELECT {_COLUMNS} FROM links WHERE owner_id = ? AND deleted = 0"
+                " AND (created_ms, code) < (?, ?) ORDER BY created_ms DESC, code DESC LIMIT ?",
+                (owner, at[0], at[1], limit),
+            ).fetchall()
+        )
+        return [_link(r) for r in rows]
+
+    async def delete(self, code: str) -> bool:
+        changed = await self._engine.write(
+            lambda tx: (
+                tx.execute(
+                    "UPDATE links SET deleted = 1 WHERE code = ? AND deleted = 0", (code,)
+                ).rowcount
+            )
+        )
+        return bool(changed)
+
+    async def take_visit(self, code: str) -> bool:
+        row = await self._engine.write(
+            lambda tx: tx.execute(
+                "UPDATE links SET visits = visits + 1 WHERE code = ?"
+                " AND (max_visits IS NULL OR visits < max_visits) RETURNING visits",
+                (code,),
+            ).fetchone()
+        )
+        return row is not None
+
+
+class SqliteClickStore:
+    def __init__(self, engine: SqliteEngine) -> None:
+        self._engine = engine
+
+    async def apply(self, group: str, partition: int, clicks: Sequence[tuple[str, Click]]) -> int:
+        return await self._engine.write(lambda tx: self._apply(tx, group, partition, clicks))
+
+    def _apply(
+        self, tx: WriteTx, group: str, partition: int, clicks: Sequence[tuple[str, Click]]
+    ) -> int:
+        row = tx.execute(
+            "SELECT hi, lo FROM click_watermarks WHERE grp = ? AND partition = ?",
+            (group, partition),
+        ).fetchone()
+        mark = (row[0], row[1]) if row else (-1, -1)
+        fresh = [(offset_order(o), c) for o, c in clicks if offset_order(o) > mark]
+        if not fresh:
+            return 0
+
+        def first_seen(code: str, hour: int, visitor: str) -> bool:
+            return bool(tx.execute(
+                "INSERT OR IGNORE INTO click_visitors (code, hour_ms, visitor) VALUES (?, ?, ?)",
+                (code, hour, visitor),
+            ).rowcount)  # fmt: skip
+
+        found = deltas([c for _, c in fresh], first_seen)
+        tx.executemany(
+            "INSERT INTO click_counts (code, grain, bucket_ms, clicks, uniques)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (code, grain, bucket_ms) DO UPDATE SET"
+            " clicks = clicks + excluded.clicks, uniques = uniques + excluded.uniques",
+            [(*key, n, found.uniques[key]) for key, n in found.clicks.items()],
+        )
+        tx.executemany(
+            "INSERT INTO click_dims (code, day_ms, dim, value, clicks) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (code, day_ms, dim, value)"
+            " DO UPDATE SET clicks = clicks + excluded.clicks",
+            [(*key, n) for key, n in found.dims.items()],
+        )
+        codes = set(found.totals) | set(found.bots)
+        tx.executemany(
+            "INSERT INTO click_totals (code, clicks, bots) VALUES (?, ?, ?) ON CONFLICT (code)"
+            " DO UPDATE SET clicks = clicks + excluded.clicks, bots = bots + excluded.bots",
+            [(code, found.totals[code], found.bots[code]) for code in codes],
+        )
+        last = max(o for o, _ in fresh)
+        tx.execute(
+            "INSERT INTO click_watermarks (grp, partition, hi, lo) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (grp, partition) DO UPDATE SET hi = excluded.hi, lo = excluded.lo",
+            (group, partition, *last),
+        )
+        return len(fresh)
+
+    async def stats(
+        self, code: str, granularity: str, from_ms: int, to_ms: int, top: int = 10
+    ) -> LinkStats:
+        grain, step = GRAINS[granularity]
+
+        def query(conn: sqlite3.Connection) -> LinkStats:
+            buckets = {
+                t: (clicks, uniques)
+                for t, clicks, uniques in conn.execute(
+                    "SELECT bucket_ms, clicks, uniques FROM click_counts WHERE code = ?"
+                    " AND grain = ? AND bucket_ms >= ? AND bucket_ms < ?",
+                    (code, grain, from_ms - from_ms % step, to_ms),
+                )
+            }
+            dims = conn.execute(
+                "SELECT dim, value, sum(clicks) FROM click_dims WHERE code = ? AND day_ms >= ?"
+                " AND day_ms < ? GROUP BY dim, value",
+                (code, from_ms - from_ms % DAY_MS, to_ms),
+            ).fetchall()
+            row = conn.execute(
+                "SELECT clicks, bots FROM click_totals WHERE code = ?", (code,)
+            ).fetchone()
+            total, bots = row if row else (0, 0)
+            return build_stats(granularity, from_ms, to_ms, buckets, dims, total, bots, top)
+
+        return await self._engine.read(query)
+
+    async def totals(self, codes: Sequence[str]) -> dict[str, int]:
+        unique = list(set(codes))
+        if not unique:
+            return {}
+        marks = ",".join("?" * len(unique))
+        rows = await self._engine.read(
+            lambda c: c.execute(
+                f"SELECT code, clicks FROM click_totals WHERE code IN ({marks}) AND clicks > 0",
+                unique,
+            ).fetchall()
+        )
+        return {str(code): int(n) for code, n in rows}

@@ -1,0 +1,66 @@
+"""Contract of ClickStore: aggregates, uniques, dimensions, exactly-once application."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fanout.links.model import Click, Series
+from tests.contract.conftest import LinksUnderTest
+
+DAY = 86_400_000
+T0 = 1_767_225_600_000  # midnight UTC
+
+
+def click(at_ms: int, visitor: str = "v1", code: str = "c1", **extra: object) -> Click:
+    values: dict[str, object] = {"referrer_host": "news.example", "country": "DE",
+                                 "device": "mobile", "bot": False} | extra  # fmt: skip
+    return Click(code, at_ms, visitor, **values)  # type: ignore[arg-type]
+
+
+async def test_series_uniques_and_dimensions(links: LinksUnderTest) -> None:
+    clicks = [
+        click(T0 + 1_000), click(T0 + 2_000),  # same visitor, same hour: one unique
+        click(T0 + 61_000, visitor="v2", country="FR", referrer_host="", device="desktop"),
+        click(T0 + 3_600_000 + 5, visitor="v1", utm_source="mail", utm_campaign="spring"),
+        click(T0 + DAY + 5, visitor="v3", device="tablet", country=""),
+        click(T0 + 7, visitor="crawler", device="bot", bot=True),
+        click(T0 + 9, code="other"),
+    ]  # fmt: skip
+    applied = await links.clicks.apply("g", 0, [(str(i + 1), c) for i, c in enumerate(clicks)])
+    assert applied == len(clicks)
+    minute = await links.clicks.stats("c1", "minute", T0, T0 + 3 * 60_000)
+    assert minute.series == [Series(T0, 2, 1), Series(T0 + 60_000, 1, 1),
+                             Series(T0 + 120_000, 0, 0)]  # fmt: skip
+    hour = await links.clicks.stats("c1", "hour", T0, T0 + 2 * 3_600_000)
+    assert hour.series == [Series(T0, 3, 2), Series(T0 + 3_600_000, 1, 1)]
+    day = await links.clicks.stats("c1", "day", T0, T0 + 2 * DAY)
+    assert day.series == [Series(T0, 4, 3), Series(T0 + DAY, 1, 1)]  # uniques: per hour, summed
+    assert day.total == 5 and day.bots == 1
+    assert day.referrers == [("news.example", 4)]  # absent referrers are not listed
+    assert day.countries == [("DE", 3), ("FR", 1)]
+    assert dict(day.devices) == {"mobile": 3, "desktop": 1, "tablet": 1}
+    assert day.utm["source"] == [("mail", 1)] and day.utm["campaign"] == [("spring", 1)]
+    assert await links.clicks.totals(["c1", "other", "none"]) == {"c1": 5, "other": 1}
+
+
+async def test_application_is_exactly_once_per_partition(links: LinksUnderTest) -> None:
+    batch = [(str(offset), click(T0 + offset)) for offset in (3, 9, 10)]
+    assert await links.clicks.apply("g", 1, batch) == 3
+    assert await links.clicks.apply("g", 1, batch) == 0  # redelivered whole
+    overlap = [*batch[1:], ("11", click(T0 + 11)), ("12", click(T0 + 12))]
+    assert await links.clicks.apply("g", 1, overlap) == 2  # 9 < 10 < 11: numeric, not text
+    assert await links.clicks.apply("g", 2, [("3", click(T0))]) == 1  # partitions apart
+    assert await links.clicks.apply("other-group", 1, [("3", click(T0))]) == 1
+    stream_ids = [("1700000000000-9", click(T0)), ("1700000000000-10", click(T0))]
+    assert await links.clicks.apply("g", 3, stream_ids) == 2
+    assert await links.clicks.apply("g", 3, stream_ids[:1]) == 0
+    assert (await links.clicks.totals(["c1"]))["c1"] == 9
+
+
+async def test_concurrent_appliers_of_one_partition_never_double_count(
+    links: LinksUnderTest,
+) -> None:
+    batch = [(str(o), click(T0 + o)) for o in range(1, 51)]
+    results = await asyncio.gather(*(links.clicks.apply("g", 0, batch) for _ in range(5)))
+    assert sum(results) == 50
+    assert (await links.clicks.totals(["c1"]))["c1"] == 50
