@@ -312,3 +312,38 @@ async def test_two_groups_on_one_topic_are_tracked_apart(make_log: LogFactory) -
     await log.publish(TOPIC, "k1", b"after stop")
     await asyncio.sleep(0.3)
     assert (len(seen["g-a"]), len(seen["g-b"])) == after  # nothing runs after stop()
+
+
+async def test_batch_handlers_fall_back_to_single_records_around_poison(
+    make_log: LogFactory,
+) -> None:
+    log = await make_log()
+    batches: list[int] = []
+    singles: list[bytes] = []
+
+    async def batch_handler(records: list[LogRecord]) -> None:
+        if any(r.payload == b"poison" for r in records):
+            raise ValueError("poison in batch")
+        batches.append(len(records))
+
+    async def handler(record: LogRecord) -> None:
+        if record.payload == b"poison":
+            raise ValueError("poison alone")
+        singles.append(record.payload)
+
+    for i in range(10):
+        await log.publish(TOPIC, "k", str(i).encode())
+    await log.publish(TOPIC, "k", b"poison")
+    sub = Subscription(TOPIC, GROUP, handler, batch=20, batch_handler=batch_handler)
+    runner = ConsumerRunner(log, [sub], "c", max_attempts=2, retry_backoff_s=0.001)
+    await runner.start()
+    try:
+        await wait_until(lambda: len(singles) == 10)
+        await log.publish_many(TOPIC, [("k", str(i).encode()) for i in range(10, 15)])  # atomic
+        await wait_until(lambda: sum(batches) + len(singles) >= 15)
+    finally:
+        await runner.stop()
+    assert singles == [str(i).encode() for i in range(10)]  # the poisoned batch, one by one
+    assert sum(batches) == 5  # later batches go whole again
+    dead = await log.read(TOPIC + DLQ_SUFFIX, "x", "c", partition_for("k", PARTITIONS), 10)
+    assert [r.payload for r in dead] == [b"poison"]

@@ -23,11 +23,12 @@ from dataclasses import dataclass
 
 from fanout.core.log import Log, LogRecord
 
-__all__ = ["ConsumerRunner", "Handler", "Subscription"]
+__all__ = ["BatchHandler", "ConsumerRunner", "Handler", "Subscription"]
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[LogRecord], Awaitable[None]]
+BatchHandler = Callable[[list[LogRecord]], Awaitable[None]]
 
 LEASE_MS = 10_000  # a dead consumer's partitions move after at most this long
 IDLE_WAIT_S = 0.25  # upper bound on the wait for new records when a partition is idle
@@ -36,10 +37,15 @@ RETRY_BACKOFF_S = 0.05  # first retry delay; doubles per attempt
 
 @dataclass(frozen=True, slots=True)
 class Subscription:
+    """``handler`` takes one record. With ``batch_handler`` a whole read batch goes to it at
+    once (one transaction for many records); if it fails, the batch is handled record by record
+    through ``handler`` so that one poison record is retried and dead-lettered alone."""
+
     topic: str
     group: str
     handler: Handler
     batch: int = 100  # records fetched per read
+    batch_handler: BatchHandler | None = None
 
 
 class ConsumerRunner:
@@ -151,6 +157,19 @@ class ConsumerRunner:
             await self._handle_batch(sub, records)
 
     async def _handle_batch(self, sub: Subscription, records: list[LogRecord]) -> None:
+        if sub.batch_handler is not None and len(records) > 1 and not self._stopping.is_set():
+            try:
+                async with self._slots:
+                    await sub.batch_handler(records)
+            except asyncio.CancelledError:
+                await asyncio.shield(self._settle(sub, [], records))
+                raise
+            except Exception as exc:  # isolate the failing record below, one at a time
+                log.warning("batch handler for %s failed, handling one by one: %r",
+                            sub.topic, exc)  # fmt: skip
+            else:
+                await asyncio.shield(self._settle(sub, records, []))
+                return
         handled: list[LogRecord] = []
         done = 0  # records finished: handled, or dead-lettered (acknowledged by the DLQ move)
         try:
