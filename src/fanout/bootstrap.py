@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import os
 import secrets
@@ -27,13 +28,19 @@ from fanout.core.clock import Clock, SystemClock
 from fanout.core.config import Settings
 from fanout.core.consumer import ConsumerRunner, Subscription
 from fanout.core.ids import IdGenerator
-from fanout.core.log import Log
+from fanout.core.log import Log, Topics
 from fanout.core.ratelimit import InMemoryRateLimiter, RateLimiter
 from fanout.feed.policy import FanoutPolicy
 from fanout.feed.ports import FeedStores
 from fanout.feed.reader import FeedReader
 from fanout.feed.service import FeedService
 from fanout.feed.worker import FanoutWorker
+from fanout.links.clicks import GROUP as CLICKS_GROUP
+from fanout.links.clicks import ClickAggregator, ClickSink
+from fanout.links.codes import CodePermutation
+from fanout.links.ports import ClickStore, LinkCache, LinkStore
+from fanout.links.resolver import Resolver
+from fanout.links.service import LinkService
 from fanout.metrics import Metrics
 
 __all__ = ["ROLES", "Backend", "Platform", "build"]
@@ -42,6 +49,8 @@ log = logging.getLogger(__name__)
 
 ROLES = ("feed", "chat", "notify", "links")  # consumer roles a process may take
 SECRET_KEY_NAME = "secret_key"
+CODE_KEY_NAME = "links_code_key"
+CLICK_BATCH = 1_000  # clicks aggregated per transaction
 SHUTDOWN_GRACE_S = 5.0
 LOW_LANE_CONCURRENCY = 2  # handlers at once on the low-priority lane
 COMPACT_EVERY_S = 30.0  # acknowledged records linger at most this long in embedded mode
@@ -60,6 +69,9 @@ class Backend:
     rate_limiter: RateLimiter
     ids: IdGenerator
     feed: FeedStores
+    links: LinkStore
+    clicks: ClickStore
+    link_cache: LinkCache | None
     checks: dict[str, Ping]
     background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
 
@@ -80,6 +92,10 @@ class Platform:
     feed: FeedService
     feed_reader: FeedReader
     feed_worker: FanoutWorker
+    links: LinkService
+    resolver: Resolver
+    click_sink: ClickSink
+    visitor_secret: bytes
     runners: list[ConsumerRunner]
     _checks: dict[str, Ping] = field(default_factory=dict)
     _closers: list[Closer] = field(default_factory=list)
@@ -143,7 +159,17 @@ async def build(
                             inactive_days=idle)  # fmt: skip
         worker = FanoutWorker(backend.feed, policy, clock, timeline_cap=cap,
                               inactive_days=idle)  # fmt: skip
-        first, low = _subscriptions(roles if consume else (), worker)
+        code_key = settings.links_code_key or await backend.secrets.get_or_create(
+            CODE_KEY_NAME, secrets.token_hex(32)
+        )
+        resolver = Resolver(backend.links, backend.link_cache, clock)
+        links = LinkService(
+            backend.links, backend.clicks, resolver, CodePermutation(code_key.encode()), clock,
+            ttl_days=settings.links_ttl_days, blocklist=settings.links_blocklist,
+        )  # fmt: skip
+        sink = ClickSink(backend.log)
+        aggregator = ClickAggregator(backend.clicks)
+        first, low = _subscriptions(roles if consume else (), worker, aggregator)
         name = f"{os.uname().nodename}:{os.getpid()}:{ids.worker_id}"
         runners = [
             ConsumerRunner(backend.log, subs, name, max_attempts=settings.log_max_attempts,
@@ -151,12 +177,14 @@ async def build(
             for subs, concurrency in ((first, 16), (low, LOW_LANE_CONCURRENCY))
             if subs
         ]  # fmt: skip
-        for job in (*backend.background, reader.run_rebuilds):
+        for job in (*backend.background, reader.run_rebuilds, sink.run):
             tasks.append(asyncio.create_task(job(), name=job.__qualname__))
         platform = Platform(
             settings=settings, clock=clock, ids=ids, log=backend.log, users=backend.users,
             tokens=tokens, accounts=accounts, rate_limiter=backend.rate_limiter,
-            metrics=Metrics(), feed=feed, feed_reader=reader, feed_worker=worker,
+            metrics=Metrics(), feed=feed, feed_reader=reader, feed_worker=worker, links=links,
+            resolver=resolver, click_sink=sink,
+            visitor_secret=hmac.digest(secret.encode(), b"fanout-visitors", "sha256"),
             runners=runners, _checks=backend.checks, _closers=closers, _tasks=tasks,
         )  # fmt: skip
         for runner in runners:
@@ -172,7 +200,7 @@ async def build(
 
 
 def _subscriptions(
-    roles: Sequence[str], feed: FanoutWorker
+    roles: Sequence[str], feed: FanoutWorker, clicks: ClickAggregator
 ) -> tuple[list[Subscription], list[Subscription]]:
     """(first lane, low lane) consumers of the products in ``roles``."""
     first: list[Subscription] = []
@@ -181,6 +209,16 @@ def _subscriptions(
         feed_first, feed_low = feed.subscriptions()
         first += feed_first
         low += feed_low
+    if "links" in roles:
+        first.append(
+            Subscription(
+                Topics.LINKS_CLICKS,
+                CLICKS_GROUP,
+                clicks.handle,
+                batch=CLICK_BATCH,
+                batch_handler=clicks.handle_batch,
+            )
+        )
     return first, low
 
 
@@ -188,6 +226,7 @@ async def _embedded(settings: Settings, clock: Clock, closers: list[Closer]) -> 
     from fanout.storage.embedded.accounts import FileSecretStore, SqliteUserStore
     from fanout.storage.embedded.engine import SqliteEngine
     from fanout.storage.embedded.feed import SqliteFollowStore, SqlitePostStore
+    from fanout.storage.embedded.links import SqliteClickStore, SqliteLinkStore
     from fanout.storage.embedded.log import SqliteLog
     from fanout.storage.embedded.timelines import MemorySnapshotStore, SqliteTimelineStore
 
@@ -213,6 +252,7 @@ async def _embedded(settings: Settings, clock: Clock, closers: list[Closer]) -> 
             timelines=SqliteTimelineStore(engine, cap=settings.feed_timeline_cap),
             snapshots=MemorySnapshotStore(clock),
         ),
+        links=SqliteLinkStore(engine), clicks=SqliteClickStore(engine), link_cache=None,
         checks={"sqlite": engine.ping},
         background=[compact_forever],
     )  # fmt: skip
@@ -222,9 +262,11 @@ async def _scaled(settings: Settings, clock: Clock, closers: list[Closer]) -> Ba
     from fanout.storage.postgres.accounts import PostgresSecretStore, PostgresUserStore
     from fanout.storage.postgres.engine import PostgresEngine
     from fanout.storage.postgres.feed import PostgresFollowStore, PostgresPostStore
+    from fanout.storage.postgres.links import PostgresClickStore, PostgresLinkStore
     from fanout.storage.postgres.outbox import OutboxRelay, PostgresOutbox
     from fanout.storage.redis.connection import connect, ping
     from fanout.storage.redis.ids import WorkerIdLease
+    from fanout.storage.redis.links import RedisLinkCache
     from fanout.storage.redis.log import RedisLog
     from fanout.storage.redis.ratelimit import RedisRateLimiter
     from fanout.storage.redis.timelines import RedisSnapshotStore, RedisTimelineStore
@@ -268,6 +310,8 @@ async def _scaled(settings: Settings, clock: Clock, closers: list[Closer]) -> Ba
             timelines=RedisTimelineStore(client, cap=settings.feed_timeline_cap),
             snapshots=RedisSnapshotStore(client),
         ),
+        links=PostgresLinkStore(engine), clicks=PostgresClickStore(engine),
+        link_cache=RedisLinkCache(client),
         checks={"postgres": engine.ping, "redis": ping_redis},
         background=[relay_forever, keep_worker_id],
     )  # fmt: skip

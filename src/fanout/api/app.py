@@ -15,11 +15,12 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
-from fanout.api import accounts, feed, ops
+from fanout.api import accounts, feed, links, ops
 from fanout.api.errors import install_error_handlers
 from fanout.api.metrics import MetricsMiddleware
 from fanout.api.middleware import BodyLimitMiddleware, ClientAddress, RateLimitMiddleware
 from fanout.api.openapi import build_openapi
+from fanout.api.redirect import RedirectApp
 from fanout.api.routing import Operation, routes
 from fanout.api.wire import encode
 from fanout.bootstrap import Platform, build
@@ -29,7 +30,12 @@ from fanout.metrics import Metrics
 
 __all__ = ["OPERATIONS", "create_app"]
 
-OPERATIONS: list[Operation] = [*ops.OPERATIONS, *accounts.OPERATIONS, *feed.OPERATIONS]
+OPERATIONS: list[Operation] = [
+    *ops.OPERATIONS,
+    *accounts.OPERATIONS,
+    *feed.OPERATIONS,
+    *links.OPERATIONS,
+]
 
 
 def create_app(
@@ -77,12 +83,14 @@ def create_app(
         p = platform()
         return p.user_of_token(token) if p else None
 
+    address = ClientAddress(settings.trusted_proxies)
     stack: ASGIApp = BodyLimitMiddleware(app, _limit_for(settings))
     stack = RateLimitMiddleware(
-        stack, limiter, user_of, ClientAddress(settings.trusted_proxies),
-        settings.rate_limit_per_s, on_limited,
-    )  # fmt: skip
-    return MetricsMiddleware(stack, metrics)
+        stack, limiter, user_of, address, settings.rate_limit_per_s, on_limited
+    )
+    stack = MetricsMiddleware(stack, metrics)
+    # Outermost: redirects skip routing, metrics and rate limiting (the hot path).
+    return RedirectApp(stack, platform, address, settings.links_country_header)
 
 
 def _limit_for(settings: Settings) -> Callable[[str], int]:

@@ -10,18 +10,13 @@ from fanout.accounts.model import UserId
 from fanout.api import wire
 from fanout.api.accounts import UserOut, user_out
 from fanout.api.routing import Context, Operation
+from fanout.api.wire import Limit, PageQuery
 from fanout.feed.model import Comment, Post, PostId
 from fanout.feed.service import FollowPage
 
 __all__ = ["OPERATIONS"]
 
-Limit = Annotated[int, msgspec.Meta(ge=1, le=100)]
 Url = Annotated[str, msgspec.Meta(max_length=2048)]
-
-
-class PageQuery(msgspec.Struct, forbid_unknown_fields=True):
-    cursor: str | None = None
-    limit: Limit = 20
 
 
 class FeedQuery(msgspec.Struct, forbid_unknown_fields=True):

@@ -40,6 +40,11 @@ class ClientAddress:
             return False
         return any(ip in net for net in self._trusted)
 
+    def trusted_peer(self, scope: Scope) -> bool:
+        """Whether the peer is a trusted proxy (whose headers may be believed)."""
+        client = scope.get("client")
+        return bool(self._trusted) and client is not None and self._is_trusted(str(client[0]))
+
     def of(self, scope: Scope) -> str:
         client = scope.get("client")
         peer = str(client[0]) if client else "unknown"

@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 
 from fanout.core.errors import Invalid, MalformedInput
 
-__all__ = ["convert", "decode", "encode", "iso", "parse_iso"]
+__all__ = ["Limit", "PageQuery", "convert", "decode", "encode", "iso", "parse_iso"]
 
 T = TypeVar("T")
+
+Limit = Annotated[int, msgspec.Meta(ge=1, le=100)]  # API.md: 20 by default, at most 100
+
+
+class PageQuery(msgspec.Struct, forbid_unknown_fields=True):
+    """The query of every cursor-paged list."""
+
+    cursor: str | None = None
+    limit: Limit = 20
+
 
 _encoder = msgspec.json.Encoder()
 _PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")

@@ -58,6 +58,9 @@ class Settings:
     # Links (§5.4).
     links_code_key: str | None = None
     links_ttl_days: int = 1825
+    links_base_url: str | None = None  # e.g. https://fan.out; unset: the request's own origin
+    links_blocklist: tuple[str, ...] = ()  # target domains refused (subdomains included)
+    links_country_header: str = "cf-ipcountry"  # set by a trusted proxy in front of us
 
     def __post_init__(self) -> None:
         problems = self._problems()

@@ -1,0 +1,171 @@
+"""Links routes and the redirect as in API.md "Links", on every backend."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Any
+
+import httpx
+
+from fanout.core.clock import ManualClock
+from tests.api.conftest import AppFactory, register
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def shorten(client: httpx.AsyncClient, token: str, **body: Any) -> dict[str, Any]:
+    response = await client.post("/v1/links", headers=bearer(token), json=body)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+async def test_shorten_and_redirect(client: httpx.AsyncClient) -> None:
+    _, token = await register(client, "linker")
+    made = await shorten(client, token, url="https://example.com/a?b=1")
+    assert set(made) >= {"code", "short_url", "url", "redirect", "expires_at", "created_at",
+                         "clicks"}  # fmt: skip
+    assert 1 <= len(made["code"]) <= 7 and made["short_url"].endswith("/" + made["code"])
+    assert made["redirect"] == 302 and made["clicks"] == 0 and made["expires_at"]
+    for method in ("GET", "HEAD"):
+        hop = await client.request(method, "/" + made["code"])
+        assert hop.status_code == 302 and hop.headers["location"] == "https://example.com/a?b=1"
+    codes = {(await shorten(client, token, url=f"https://example.com/{i}"))["code"]
+             for i in range(20)}  # fmt: skip
+    assert len(codes) == 20 and made["code"] not in codes
+
+
+async def test_permanent_redirects_are_cacheable_for_a_bounded_time(
+    client: httpx.AsyncClient,
+) -> None:
+    _, token = await register(client, "perma")
+    made = await shorten(client, token, url="https://example.com/p", redirect=301)
+    hop = await client.get("/" + made["code"])
+    assert hop.status_code == 301 and hop.headers["cache-control"] == "max-age=3600"
+
+
+async def test_aliases_conflicts_and_reserved_words(client: httpx.AsyncClient) -> None:
+    _, token = await register(client, "aliaser")
+    made = await shorten(client, token, url="https://example.com/x", alias="My-Alias_1")
+    assert made["code"] == "My-Alias_1"
+    assert (await client.get("/My-Alias_1")).status_code == 302
+    for alias, status in (("My-Alias_1", 409), ("healthz", 409), ("v1", 409), ("metrics", 409),
+                          ("ab", 422), ("has space", 422), ("x" * 65, 422)):  # fmt: skip
+        body = {"url": "https://example.com", "alias": alias}
+        response = await client.post("/v1/links", headers=bearer(token), json=body)
+        assert response.status_code == status, alias
+    assert (await client.get("/healthz")).json() == {"status": "ok"}  # still the probe
+
+
+async def test_bad_targets_are_422_and_store_nothing(client: httpx.AsyncClient) -> None:
+    _, token = await register(client, "badurls")
+    for url in ("javascript:alert(1)", "data:text/html,x", "file:///etc/passwd",
+                "https://user:pw@example.com", "ftp://example.com", "https://",
+                "https://example.com/" + "x" * 2048, "not a url"):  # fmt: skip
+        response = await client.post("/v1/links", headers=bearer(token), json={"url": url})
+        assert response.status_code == 422, url
+    past = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).isoformat()
+    for body in ({"url": "https://example.com", "expires_at": past},
+                 {"url": "https://example.com", "expires_at": "tomorrow"},
+                 {"url": "https://example.com", "redirect": 307},
+                 {"url": "https://example.com", "max_visits": 0}):  # fmt: skip
+        response = await client.post("/v1/links", headers=bearer(token), json=body)
+        assert response.status_code == 422, body
+    assert (await client.get("/v1/links", headers=bearer(token))).json()["items"] == []
+
+
+async def test_unknown_deleted_and_expired_codes(make_client: AppFactory) -> None:
+    clock = ManualClock(start_ms=int(dt.datetime.now(dt.UTC).timestamp() * 1000))
+    client = await make_client(build={"clock": clock})
+    _, token = await register(client, "expirer")
+    assert (await client.get("/Zz9Zz9Q")).status_code == 404
+    soon = dt.datetime.fromtimestamp(clock.now_ms() / 1000 + 60, dt.UTC).isoformat()
+    timed = await shorten(client, token, url="https://example.com/t", expires_at=soon)
+    assert (await client.get("/" + timed["code"])).status_code == 302
+    clock.advance(61)
+    gone = await client.get("/" + timed["code"])
+    assert gone.status_code == 410 and gone.json()["error"]["code"] == "gone"
+    doomed = await shorten(client, token, url="https://example.com/d")
+    assert (
+        await client.delete("/v1/links/" + doomed["code"], headers=bearer(token))
+    ).status_code == 204
+    assert (await client.get("/" + doomed["code"])).status_code == 410
+    assert (
+        await client.get("/v1/links/" + doomed["code"], headers=bearer(token))
+    ).status_code == 404
+
+
+async def test_visit_limits_reuse_ownership_and_listing(client: httpx.AsyncClient) -> None:
+    _, token = await register(client, "owner1")
+    _, other = await register(client, "owner2")
+    limited = await shorten(client, token, url="https://example.com/l", max_visits=2)
+    statuses = [(await client.get("/" + limited["code"])).status_code for _ in range(4)]
+    assert statuses == [302, 302, 410, 410]
+    first = await shorten(client, token, url="https://example.com/same")
+    again = await shorten(client, token, url="https://example.com/same", reuse=True)
+    fresh = await shorten(client, token, url="https://example.com/same")
+    assert again["code"] == first["code"] != fresh["code"]
+    for path in ("", "/stats", "/qr"):
+        response = await client.get(f"/v1/links/{first['code']}{path}", headers=bearer(other))
+        assert response.status_code == 403, path
+    assert (await client.delete(f"/v1/links/{first['code']}",
+                                headers=bearer(other))).status_code == 403  # fmt: skip
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = (await client.get("/v1/links", headers=bearer(token), params=params)).json()
+        seen += [x["code"] for x in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert sorted(seen) == sorted([limited["code"], first["code"], fresh["code"]])
+    assert (await client.get("/v1/links", headers=bearer(token),
+                             params={"cursor": "%%%"})).status_code == 422  # fmt: skip
+
+
+async def test_clicks_are_aggregated_without_loss(client: httpx.AsyncClient) -> None:
+    _, token = await register(client, "analyst")
+    made = await shorten(client, token, url="https://example.com/stats")
+    visits = [
+        {"user-agent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0) Mobile",
+         "referer": "https://news.example/story?id=1"},
+        {"user-agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0"},
+        {"user-agent": "Mozilla/5.0 (iPad; CPU OS 17_0)"},
+        {"user-agent": "Googlebot/2.1 (+http://www.google.com/bot.html)"},
+        {"user-agent": "curl/8.0"},
+    ]  # fmt: skip
+    served = 0
+    for i in range(40):
+        response = await client.get(f"/{made['code']}?utm_source=mail", headers=visits[i % 5])
+        served += response.status_code == 302
+    assert served == 40
+    path = f"/v1/links/{made['code']}/stats"
+    stats: dict[str, Any] = {}
+    for _ in range(400):
+        stats = (await client.get(path, headers=bearer(token),
+                                  params={"granularity": "hour"})).json()  # fmt: skip
+        if stats["total"] + stats["bots"] == served:
+            break
+        await asyncio.sleep(0.025)
+    assert stats["total"] == 24 and stats["bots"] == 16  # no click lost, none twice
+    assert sum(p["clicks"] for p in stats["series"]) == 24
+    assert stats["referrers"] == [{"value": "news.example", "clicks": 8}]
+    assert {d["value"]: d["clicks"] for d in stats["devices"]} == {
+        "mobile": 8, "desktop": 8, "tablet": 8}  # fmt: skip
+    assert stats["utm"]["source"] == [{"value": "mail", "clicks": 24}]
+    link = (await client.get(f"/v1/links/{made['code']}", headers=bearer(token))).json()
+    assert link["clicks"] == 24
+    csv = await client.get(path.replace("/stats", "/stats.csv"), headers=bearer(token))
+    assert csv.status_code == 200 and csv.text.startswith("t,clicks,uniques\n")
+    assert sum(int(line.split(",")[1]) for line in csv.text.splitlines()[1:]) == 24
+    for kind, magic in (("png", b"\x89PNG"), ("svg", b"<?xml")):
+        qr = await client.get(f"/v1/links/{made['code']}/qr", headers=bearer(token),
+                              params={"format": kind})  # fmt: skip
+        assert qr.status_code == 200 and qr.content.startswith(magic), kind
+    bad = await client.get(path, headers=bearer(token), params={"granularity": "week"})
+    assert bad.status_code == 422
+    reversed_range = {"from": "2026-01-02T00:00:00Z", "to": "2026-01-01T00:00:00Z"}
+    assert (await client.get(path, headers=bearer(token), params=reversed_range)).status_code == 422
