@@ -25,6 +25,7 @@ __all__ = [
     "PREFIX",
     "TIMELINE_SHARDS",
     "feed_snapshot",
+    "link_cache",
     "log_groups",
     "log_lease",
     "log_members",
@@ -124,3 +125,10 @@ def timeline_groups(owners: Iterable[int], shards: int = TIMELINE_SHARDS) -> lis
 def feed_snapshot(key: str) -> str:
     """String holding one ranked feed snapshot (packed post ids); expires (EX)."""
     return f"{PREFIX}snap:{key}"
+
+
+def link_cache(code: str) -> str:
+    """String caching one link by code, or a "no such code" tombstone; expires (PX). Used
+    alone: braces in a requested code (tombstones are kept for any code asked for) only pick
+    the key's slot."""
+    return f"{PREFIX}link:{code}"

@@ -1,0 +1,292 @@
+"""PostgreSQL adapters of the links ports (``fanout.links.ports``), schema in ``0004_links.sql``.
+
+They mirror the embedded adapters (``storage/embedded/links.py``) statement for statement where
+SQLite's single writer made something safe for free, PostgreSQL gets it from a row lock:
+
+* ``lease_block`` bumps one counter row (``INSERT ... ON CONFLICT DO UPDATE``): the row lock
+  serializes leases across processes, and the counter is durable, so blocks never overlap, not
+  even across restarts.
+* ``take_visit`` is one conditional ``UPDATE``: the row lock makes check-and-count atomic.
+* ``ClickStore.apply`` locks its (group, partition) watermark row first, so concurrent
+  appliers of one partition run one after the other and each sees the watermark the previous
+  one committed. Counter rows shared by several partitions are written in sorted key order in
+  every transaction, so two partitions' appliers cannot deadlock on them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+
+from fanout.accounts.model import UserId
+from fanout.core.errors import Conflict
+from fanout.core.log import offset_order
+from fanout.links.aggregate import DAY_MS, GRAINS, Deltas, build_stats, deltas
+from fanout.links.model import Click, Link, LinkStats
+from fanout.storage.postgres.engine import PgConnection, PostgresEngine
+
+__all__ = ["PostgresClickStore", "PostgresLinkStore"]
+
+_BIGINT_MAX = 2**63 - 1
+# ``before=None``: newer than any real link (a created_ms of 2**63 - 1 is not a real time). A
+# sentinel rather than a second query, so one prepared statement serves every page.
+_NEWEST = (_BIGINT_MAX, "")
+_COUNTER = "links"  # the row of ``counters`` that code blocks are leased from
+
+_COLUMNS = "code, owner_id, url, redirect, created_ms, expires_ms, max_visits, deleted"
+
+
+def _link(row: asyncpg.Record) -> Link:
+    return Link(
+        code=row["code"],
+        owner_id=UserId(row["owner_id"]),
+        url=row["url"],
+        redirect=row["redirect"],
+        created_ms=row["created_ms"],
+        expires_ms=row["expires_ms"],
+        max_visits=row["max_visits"],
+        deleted=row["deleted"],
+    )
+
+
+class PostgresLinkStore:
+    """Links and the code counter; contract in :class:`fanout.links.ports.LinkStore`.
+
+    Choices the port leaves open: ``find_for_reuse`` breaks a tie on creation time by the
+    greater code; ``take_visit`` also counts visits of links without a limit (always True) and
+    answers False for a code that does not exist.
+    """
+
+    def __init__(self, engine: PostgresEngine) -> None:
+        self._engine = engine
+
+    async def lease_block(self, size: int) -> int:
+        end = await self._engine.fetchval(
+            "INSERT INTO counters (name, value) VALUES ($1, $2) ON CONFLICT (name)"
+            " DO UPDATE SET value = counters.value + excluded.value RETURNING value",
+            _COUNTER,
+            size,
+        )
+        return int(end) - size
+
+    async def create(self, link: Link) -> None:
+        try:
+            await self._engine.execute(
+                f"INSERT INTO links ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                link.code,
+                link.owner_id,
+                link.url,
+                link.redirect,
+                link.created_ms,
+                link.expires_ms,
+                link.max_visits,
+                link.deleted,
+            )
+        except asyncpg.UniqueViolationError as exc:
+            raise Conflict(f"the code {link.code!r} is taken") from exc
+
+    async def get(self, code: str) -> Link | None:
+        row = await self._engine.fetchrow(f"SELECT {_COLUMNS} FROM links WHERE code = $1", code)
+        return None if row is None else _link(row)
+
+    async def find_for_reuse(self, owner: UserId, url: str) -> Link | None:
+        # md5(url) is what links_live_by_url indexes; url = $2 rules out md5 collisions.
+        row = await self._engine.fetchrow(
+            f"SELECT {_COLUMNS} FROM links WHERE owner_id = $1 AND md5(url) = md5($2)"
+            " AND url = $2 AND NOT deleted ORDER BY created_ms DESC, code DESC LIMIT 1",
+            owner,
+            url,
+        )
+        return None if row is None else _link(row)
+
+    async def by_owner(
+        self, owner: UserId, before: tuple[int, str] | None, limit: int
+    ) -> list[Link]:
+        if limit <= 0:
+            return []
+        at_ms, at_code = before or _NEWEST
+        # The row comparison is the index condition of links_live_by_owner: a page reads only
+        # its own rows. Codes compare byte-wise (COLLATE "C"), as in SQLite.
+        rows = await self._engine.fetch(
+            f"SELECT {_COLUMNS} FROM links WHERE owner_id = $1 AND NOT deleted"
+            " AND (created_ms, code) < ($2, $3) ORDER BY created_ms DESC, code DESC LIMIT $4",
+            owner,
+            at_ms,
+            at_code,
+            limit,
+        )
+        return [_link(row) for row in rows]
+
+    async def delete(self, code: str) -> bool:
+        deleted = await self._engine.fetchval(
+            "UPDATE links SET deleted = true WHERE code = $1 AND NOT deleted RETURNING true", code
+        )
+        return bool(deleted)
+
+    async def take_visit(self, code: str) -> bool:
+        # Concurrent visits queue on the row lock; each re-checks the condition against the
+        # count the previous one committed (READ COMMITTED re-evaluates it), so none overshoots.
+        taken = await self._engine.fetchval(
+            "UPDATE links SET visits = visits + 1 WHERE code = $1"
+            " AND (max_visits IS NULL OR visits < max_visits) RETURNING true",
+            code,
+        )
+        return bool(taken)
+
+
+# -- clicks --------------------------------------------------------------------------------------
+
+_LOCK_WATERMARK = "SELECT hi, lo FROM click_watermarks WHERE grp = $1 AND partition = $2 FOR UPDATE"
+# One statement for the whole batch; RETURNING lists only the rows inserted, i.e. the visitors
+# new in their hour. A triple another partition's open transaction just inserted waits for it,
+# then counts as seen (or as new, if that transaction rolled back).
+_NEW_VISITORS = (
+    "INSERT INTO click_visitors (code, hour_ms, visitor)"
+    " SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[])"
+    " ON CONFLICT DO NOTHING RETURNING code, hour_ms, visitor"
+)
+_ADD_COUNTS = (
+    "INSERT INTO click_counts (code, grain, bucket_ms, clicks, uniques)"
+    " SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[])"
+    " ON CONFLICT (code, grain, bucket_ms) DO UPDATE SET"
+    " clicks = click_counts.clicks + excluded.clicks,"
+    " uniques = click_counts.uniques + excluded.uniques"
+)
+_ADD_DIMS = (
+    "INSERT INTO click_dims (code, day_ms, dim, value, clicks)"
+    " SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[])"
+    " ON CONFLICT (code, day_ms, dim, value) DO UPDATE SET"
+    " clicks = click_dims.clicks + excluded.clicks"
+)
+_ADD_TOTALS = (
+    "INSERT INTO click_totals (code, clicks, bots)"
+    " SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[])"
+    " ON CONFLICT (code) DO UPDATE SET"
+    " clicks = click_totals.clicks + excluded.clicks, bots = click_totals.bots + excluded.bots"
+)
+
+
+def _columns(rows: Sequence[tuple[object, ...]], width: int) -> list[list[object]]:
+    """Rows as column arrays for ``unnest``; empty columns for no rows."""
+    return [list(column) for column in zip(*rows, strict=True)] or [[] for _ in range(width)]
+
+
+async def _first_seen(conn: PgConnection, clicks: Sequence[Click]) -> set[tuple[str, int, str]]:
+    """Record the batch's (code, hour, visitor) triples; those new in their hour."""
+    hour_ms = GRAINS["hour"][1]
+    # Sorted: rows are locked in that order, the same in every transaction (no deadlock).
+    triples = sorted(
+        {(c.code, c.at_ms - c.at_ms % hour_ms, c.visitor) for c in clicks if not c.bot}
+    )
+    if not triples:
+        return set()
+    rows = await conn.fetch(_NEW_VISITORS, *_columns(triples, 3))
+    return {(row["code"], row["hour_ms"], row["visitor"]) for row in rows}
+
+
+async def _add(conn: PgConnection, found: Deltas) -> None:
+    """Upsert the counters of ``found``, one statement per table, keys in sorted order."""
+    counts = sorted((*key, n, found.uniques[key]) for key, n in found.clicks.items())
+    if counts:
+        await conn.execute(_ADD_COUNTS, *_columns(counts, 5))
+    dims = sorted((*key, n) for key, n in found.dims.items())
+    if dims:
+        await conn.execute(_ADD_DIMS, *_columns(dims, 5))
+    codes = sorted(set(found.totals) | set(found.bots))
+    totals = [(code, found.totals[code], found.bots[code]) for code in codes]
+    if totals:
+        await conn.execute(_ADD_TOTALS, *_columns(totals, 3))
+
+
+class PostgresClickStore:
+    """Click aggregates; contract in :class:`fanout.links.ports.ClickStore`.
+
+    One ``apply`` is one transaction: lock the watermark row, drop records at or below it,
+    record visitors, add to the counters, move the watermark, commit. A redelivered batch finds
+    the watermark already past it; a crash rolls everything back, watermark included.
+    """
+
+    def __init__(self, engine: PostgresEngine) -> None:
+        self._engine = engine
+
+    async def apply(self, group: str, partition: int, clicks: Sequence[tuple[str, Click]]) -> int:
+        async def apply_clicks(conn: PgConnection) -> int:
+            # Create the row if this is the partition's first batch (a concurrent creator makes
+            # this wait for its commit), then lock it: appliers of one partition queue here.
+            await conn.execute(
+                "INSERT INTO click_watermarks (grp, partition, hi, lo) VALUES ($1, $2, -1, -1)"
+                " ON CONFLICT DO NOTHING",
+                group,
+                partition,
+            )
+            row = await conn.fetchrow(_LOCK_WATERMARK, group, partition)
+            assert row is not None  # inserted above or by a committed transaction; never deleted
+            mark = (row["hi"], row["lo"])
+            fresh = [(offset_order(o), c) for o, c in clicks if offset_order(o) > mark]
+            if not fresh:
+                return 0
+            batch = [c for _, c in fresh]
+            new = await _first_seen(conn, batch)
+
+            def first_seen(code: str, hour: int, visitor: str) -> bool:
+                # True once per new triple: its first click in the batch is the unique one.
+                key = (code, hour, visitor)
+                if key in new:
+                    new.remove(key)
+                    return True
+                return False
+
+            await _add(conn, deltas(batch, first_seen))
+            hi, lo = max(o for o, _ in fresh)
+            await conn.execute(
+                "UPDATE click_watermarks SET hi = $3, lo = $4 WHERE grp = $1 AND partition = $2",
+                group,
+                partition,
+                hi,
+                lo,
+            )
+            return len(fresh)
+
+        return await self._engine.transaction(apply_clicks)
+
+    async def stats(
+        self, code: str, granularity: str, from_ms: int, to_ms: int, top: int = 10
+    ) -> LinkStats:
+        grain, step = GRAINS[granularity]
+
+        async def link_stats(conn: PgConnection) -> LinkStats:
+            rows = await conn.fetch(
+                "SELECT bucket_ms, clicks, uniques FROM click_counts WHERE code = $1"
+                " AND grain = $2 AND bucket_ms >= $3 AND bucket_ms < $4",
+                code,
+                grain,
+                from_ms - from_ms % step,
+                to_ms,
+            )
+            buckets = {row["bucket_ms"]: (row["clicks"], row["uniques"]) for row in rows}
+            # sum(bigint) is numeric in PostgreSQL: cast back, counts fit a bigint.
+            dim_rows = await conn.fetch(
+                "SELECT dim, value, sum(clicks)::bigint AS clicks FROM click_dims"
+                " WHERE code = $1 AND day_ms >= $2 AND day_ms < $3 GROUP BY dim, value",
+                code,
+                from_ms - from_ms % DAY_MS,
+                to_ms,
+            )
+            dims = [(row["dim"], row["value"], row["clicks"]) for row in dim_rows]
+            total = await conn.fetchrow(
+                "SELECT clicks, bots FROM click_totals WHERE code = $1", code
+            )
+            clicks, bots = (total["clicks"], total["bots"]) if total else (0, 0)
+            return build_stats(granularity, from_ms, to_ms, buckets, dims, clicks, bots, top)
+
+        return await self._engine.transaction(link_stats)
+
+    async def totals(self, codes: Sequence[str]) -> dict[str, int]:
+        if not codes:
+            return {}
+        rows = await self._engine.fetch(
+            "SELECT code, clicks FROM click_totals WHERE code = ANY($1::text[]) AND clicks > 0",
+            list(set(codes)),
+        )
+        return {row["code"]: row["clicks"] for row in rows}

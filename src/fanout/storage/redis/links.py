@@ -1,0 +1,79 @@
+"""The shared link cache in Redis (scaled mode; port :class:`fanout.links.ports.LinkCache`).
+
+One string per code (:func:`keys.link_cache`) with a PX lifetime: a link's fields packed as a
+MessagePack array, or an empty string for "no such code" (a tombstone). Every call is one
+command under :func:`guard`.
+"""
+
+from __future__ import annotations
+
+import msgspec
+import redis.asyncio as aioredis
+
+from fanout.accounts.model import UserId
+from fanout.links.model import Link
+from fanout.storage.redis import keys
+from fanout.storage.redis.connection import guard
+
+__all__ = ["RedisLinkCache"]
+
+MIN_TTL_MS = 1  # PX must be positive; a shorter positive lifetime still caches for 1 ms
+_TOMBSTONE = b""  # "no such code": no packed link is empty
+
+# code, owner_id, url, redirect, created_ms, expires_ms, max_visits, deleted
+_Fields = tuple[str, int, str, int, int, int | None, int | None, bool]
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(_Fields)
+
+
+def _pack(link: Link) -> bytes:
+    fields: _Fields = (link.code, link.owner_id, link.url, link.redirect, link.created_ms,
+                       link.expires_ms, link.max_visits, link.deleted)  # fmt: skip
+    return _encoder.encode(fields)
+
+
+def _unpack(value: bytes) -> Link | None:
+    try:
+        fields = _decoder.decode(value)
+    except msgspec.DecodeError:
+        # Written by a version with other fields (a rolling deploy): a miss, so the caller
+        # reads the store and overwrites it. Nothing is lost but one cache hit.
+        return None
+    code, owner, url, redirect, created_ms, expires_ms, max_visits, deleted = fields
+    return Link(code, UserId(owner), url, redirect, created_ms, expires_ms, max_visits, deleted)
+
+
+class RedisLinkCache:
+    """Positive and negative link entries shared by every process.
+
+    ``put`` always overwrites (the last writer wins, for its TTL); a ``ttl_s`` of zero or less
+    removes the entry instead, as a cache lifetime of nothing. ``forget`` is idempotent. Redis
+    out of reach raises ``Unavailable``.
+    """
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._client = client
+
+    async def get(self, code: str) -> Link | bool | None:
+        async with guard("link cache get"):
+            value = await self._client.get(keys.link_cache(code))
+        if value is None:
+            return None
+        assert isinstance(value, bytes)  # decode_responses=False
+        if value == _TOMBSTONE:
+            return False
+        return _unpack(value)
+
+    async def put(self, code: str, link: Link | None, ttl_s: float) -> None:
+        key = keys.link_cache(code)
+        if ttl_s <= 0:
+            await self.forget(code)
+            return
+        value = _TOMBSTONE if link is None else _pack(link)
+        ttl_ms = max(MIN_TTL_MS, round(ttl_s * 1000))
+        async with guard("link cache put"):
+            await self._client.set(key, value, px=ttl_ms)
+
+    async def forget(self, code: str) -> None:
+        async with guard("link cache forget"):
+            await self._client.delete(keys.link_cache(code))
