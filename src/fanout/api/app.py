@@ -26,6 +26,7 @@ from fanout.api.wire import encode
 from fanout.bootstrap import Platform, build
 from fanout.core.config import Settings
 from fanout.core.ratelimit import RateLimiter
+from fanout.links.geo import CountryResolver, HeaderCountry, MaxMindCountry
 from fanout.metrics import Metrics
 
 __all__ = ["OPERATIONS", "create_app"]
@@ -90,7 +91,10 @@ def create_app(
     )
     stack = MetricsMiddleware(stack, metrics)
     # Outermost: redirects skip routing, metrics and rate limiting (the hot path).
-    return RedirectApp(stack, platform, address, settings.links_country_header)
+    countries: CountryResolver = (
+        MaxMindCountry(settings.links_geoip_db) if settings.links_geoip_db else HeaderCountry()
+    )
+    return RedirectApp(stack, platform, address, settings.links_country_header, countries)
 
 
 def _limit_for(settings: Settings) -> Callable[[str], int]:

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from fanout.api.errors import error_body
 from fanout.api.middleware import ClientAddress
 from fanout.links.clicks import classify, referrer_host, utm, visitor_hash
+from fanout.links.geo import CountryResolver
 from fanout.links.model import Click
 from fanout.links.resolver import Outcome
 from fanout.links.urls import RESERVED
@@ -39,11 +40,13 @@ class RedirectApp:
         platform: Callable[[], Platform | None],
         address: ClientAddress,
         country_header: str,
+        countries: CountryResolver,
     ) -> None:
         self.app = app
         self._platform = platform
         self._address = address
         self._country = country_header.lower().encode("latin-1")
+        self._countries = countries
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
@@ -75,21 +78,23 @@ class RedirectApp:
         await platform.click_sink.add(self._click(scope, "", platform))  # an orphan visit
 
     def _click(self, scope: Scope, code: str, platform: Platform) -> Click:
-        agent = referrer = country = ""
+        agent = referrer = ""
+        header_country: str | None = None
         for name, value in scope["headers"]:
             if name == b"user-agent":
                 agent = value.decode("latin-1")[:512]
             elif name == b"referer":
                 referrer = value.decode("latin-1")[:2048]
             elif name == self._country and self._address.trusted_peer(scope):
-                country = value.decode("latin-1")[:2].upper()
+                header_country = value.decode("latin-1")
         device, bot = classify(agent)
         source, medium, campaign = utm(scope.get("query_string", b"").decode("latin-1"))
         client = self._address.of(scope)
+        country = self._countries.country(client, header_country)
         return Click(
             code=code, at_ms=platform.clock.now_ms(),
             visitor=visitor_hash(platform.visitor_secret, client, agent),
-            referrer_host=referrer_host(referrer), country=country if country.isalpha() else "",
+            referrer_host=referrer_host(referrer), country=country,
             device=device, bot=bot, utm_source=source, utm_medium=medium, utm_campaign=campaign,
         )  # fmt: skip
 

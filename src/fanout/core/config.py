@@ -61,6 +61,7 @@ class Settings:
     links_base_url: str | None = None  # e.g. https://fan.out; unset: the request's own origin
     links_blocklist: tuple[str, ...] = ()  # target domains refused (subdomains included)
     links_country_header: str = "cf-ipcountry"  # set by a trusted proxy in front of us
+    links_geoip_db: str | None = None  # a MaxMind .mmdb file: countries from addresses
 
     def __post_init__(self) -> None:
         problems = self._problems()
