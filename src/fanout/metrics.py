@@ -34,6 +34,11 @@ class Metrics:
             ["topic", "group"],
             registry=self.registry,
         )
+        self.orphan_visits = Gauge(
+            names.ORPHAN_VISITS,
+            "Aggregated visits of short codes that never existed",
+            registry=self.registry,
+        )
         self.rate_limited = Counter(
             names.RATE_LIMITED,
             "Requests refused by rate limiting",

@@ -169,3 +169,13 @@ async def test_clicks_are_aggregated_without_loss(client: httpx.AsyncClient) -> 
     assert bad.status_code == 422
     reversed_range = {"from": "2026-01-02T00:00:00Z", "to": "2026-01-01T00:00:00Z"}
     assert (await client.get(path, headers=bearer(token), params=reversed_range)).status_code == 422
+
+
+async def test_orphan_visits_are_counted(client: httpx.AsyncClient) -> None:
+    for i in range(3):
+        assert (await client.get(f"/NoSuch{i}")).status_code == 404
+    for _ in range(200):
+        if "fanout_links_orphan_visits 3.0" in (await client.get("/metrics")).text:
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError("orphan visits never counted")

@@ -49,6 +49,8 @@ async def metrics(ctx: Context) -> Response:
     # While the log is down, serve the last known lag rather than no metrics at all.
     with contextlib.suppress(Unavailable, OSError, TimeoutError):
         await asyncio.wait_for(platform.metrics.refresh_lag(platform.log), READY_TIMEOUT_S)
+        orphans = await asyncio.wait_for(platform.links.orphan_visits(), READY_TIMEOUT_S)
+        platform.metrics.orphan_visits.set(orphans)
     return Response(platform.metrics.render(), media_type="text/plain; version=0.0.4")
 
 

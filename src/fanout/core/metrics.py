@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-__all__ = ["HTTP_REQUESTS", "HTTP_REQUEST_SECONDS", "LOG_LAG", "RATE_LIMITED"]
+__all__ = [
+    "HTTP_REQUESTS",
+    "HTTP_REQUEST_SECONDS",
+    "LOG_LAG",
+    "ORPHAN_VISITS",
+    "RATE_LIMITED",
+]
 
 HTTP_REQUESTS = "fanout_http_requests"  # counter: method, route, status
 HTTP_REQUEST_SECONDS = "fanout_http_request_seconds"  # histogram: method, route
 LOG_LAG = "fanout_log_lag_records"  # gauge: topic, group — records not yet acknowledged
 RATE_LIMITED = "fanout_rate_limited"  # counter: scope (ip, user)
+ORPHAN_VISITS = "fanout_links_orphan_visits"  # gauge: requests for codes that never existed

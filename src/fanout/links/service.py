@@ -128,6 +128,12 @@ class LinkService:
         await self._links.delete(code)
         await self._resolver.forget(code)
 
+    async def orphan_visits(self) -> int:
+        """Requests for codes that never existed, bots included (aggregated under "")."""
+        now = self._clock.now_ms()
+        stats = await self._clicks.stats("", "day", now - GRANULARITY_MS["day"], now + 1, top=0)
+        return stats.total + stats.bots
+
     async def totals(self, links: Sequence[Link]) -> dict[str, int]:
         return await self._clicks.totals([link.code for link in links]) if links else {}
 
