@@ -190,5 +190,57 @@ def bench_log(records: int, payload_bytes: int, backends: str, out: Path) -> Non
                   backends=[b.strip() for b in backends.split(",")], out=out)  # fmt: skip
 
 
+@bench.command("feed")
+@click.option(
+    "--users",
+    default=20_000,
+    show_default=True,
+    help="users in the synthetic graph (followers median 200, stars followed by all)",
+)
+@click.option(
+    "--posts",
+    default=100_000,
+    show_default=True,
+    help="background posts bulk-loaded (the read targets are stated at 1000000)",
+)
+@click.option(
+    "--measured-posts",
+    default=2_000,
+    show_default=True,
+    help="posts fanned out through the real worker, per strategy and backend",
+)
+@click.option("--freshness-samples", default=200, show_default=True)
+@click.option("--reads", default=300, show_default=True, help="timed reads, service and HTTP")
+@click.option("--backends", default="scaled,sqlite", show_default=True)
+@click.option("--strategies", default="push,pull,hybrid", show_default=True)
+@click.option("--seed", default=42, show_default=True)
+@click.option(
+    "--http/--no-http",
+    default=True,
+    show_default=True,
+    help="also read over HTTP from a real `fanout serve`",
+)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("bench-results"))
+def bench_feed(
+    users: int,
+    posts: int,
+    measured_posts: int,
+    freshness_samples: int,
+    reads: int,
+    backends: str,
+    strategies: str,
+    seed: int,
+    http: bool,
+    out: Path,
+) -> None:
+    """Push vs pull vs hybrid fan-out on a synthetic social graph."""
+    workload = importlib.import_module("bench.feed")
+    workload.main(users=users, posts=posts, measured_posts=measured_posts,
+                  freshness_samples=freshness_samples, reads=reads,
+                  backends=[b.strip() for b in backends.split(",") if b.strip()],
+                  strategies=[s.strip() for s in strategies.split(",") if s.strip()],
+                  seed=seed, http=http, out=out)  # fmt: skip
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -39,6 +39,12 @@ class Metrics:
             "Aggregated visits of short codes that never existed",
             registry=self.registry,
         )
+        self.redirect_lookups = Gauge(
+            names.REDIRECT_LOOKUPS,
+            "Redirect resolutions in this process, by where they ended",
+            ["cache"],
+            registry=self.registry,
+        )
         self.rate_limited = Counter(
             names.RATE_LIMITED,
             "Requests refused by rate limiting",

@@ -51,6 +51,9 @@ async def metrics(ctx: Context) -> Response:
         await asyncio.wait_for(platform.metrics.refresh_lag(platform.log), READY_TIMEOUT_S)
         orphans = await asyncio.wait_for(platform.links.orphan_visits(), READY_TIMEOUT_S)
         platform.metrics.orphan_visits.set(orphans)
+    resolver = platform.resolver  # plain counters on the hot path, published at scrape time
+    platform.metrics.redirect_lookups.labels("all").set(resolver.lookups)
+    platform.metrics.redirect_lookups.labels("lru_hit").set(resolver.hits)
     return Response(platform.metrics.render(), media_type="text/plain; version=0.0.4")
 
 

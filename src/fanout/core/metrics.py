@@ -7,6 +7,7 @@ __all__ = [
     "HTTP_REQUEST_SECONDS",
     "LOG_LAG",
     "ORPHAN_VISITS",
+    "REDIRECT_LOOKUPS",
     "RATE_LIMITED",
 ]
 
@@ -15,3 +16,4 @@ HTTP_REQUEST_SECONDS = "fanout_http_request_seconds"  # histogram: method, route
 LOG_LAG = "fanout_log_lag_records"  # gauge: topic, group — records not yet acknowledged
 RATE_LIMITED = "fanout_rate_limited"  # counter: scope (ip, user)
 ORPHAN_VISITS = "fanout_links_orphan_visits"  # gauge: requests for codes that never existed
+REDIRECT_LOOKUPS = "fanout_links_lookups"  # gauge: redirect resolutions, and LRU hits among them
