@@ -7,8 +7,8 @@ __all__ = [
     "HTTP_REQUEST_SECONDS",
     "LOG_LAG",
     "ORPHAN_VISITS",
-    "REDIRECT_LOOKUPS",
     "RATE_LIMITED",
+    "REDIRECT_LOOKUPS",
 ]
 
 HTTP_REQUESTS = "fanout_http_requests"  # counter: method, route, status
