@@ -26,13 +26,20 @@ class Stream(Protocol):
 
 
 class Source:
-    def __init__(self, fetch: Fetch, start: Position | None, batch: int) -> None:
+    def __init__(
+        self, fetch: Fetch, start: Position | None, batch: int, first: list[Entry] | None = None
+    ) -> None:
+        """``first``: the first page, when the caller fetched it already (with others)."""
         self._fetch = fetch
         self._before = start
         self._batch = batch
         self._buffer: deque[Entry] = deque()
         self._done = False
         self.last = start  # the position of the last entry taken (or the start)
+        if first is not None:
+            self._buffer.extend(first)
+            self._done = len(first) < batch
+            self._before = first[-1].position if first else start
 
     async def peek(self) -> Entry | None:
         if not self._buffer and not self._done:

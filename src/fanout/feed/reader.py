@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from fanout.accounts.model import UserId
@@ -81,13 +81,18 @@ class FeedReader:
         self._queued: set[UserId] = set()
 
     async def read(self, viewer: UserId, cursor: str | None, limit: int, mode: str) -> FeedPage:
-        following = await self._follows.following_ids(viewer)
-        usable = await self._timeline_usable(viewer)
+        # Independent round trips overlap: the read's latency is its longest chain, not a sum.
+        following, usable = await asyncio.gather(
+            self._follows.following_ids(viewer), self._timeline_usable(viewer)
+        )
         if mode == "ranked":
             return await self._ranked(viewer, following, cursor, limit, usable)
-        posts = await self.collect(viewer, following, decode_position(cursor), limit, usable)
+        liked: set[PostId] = set()
+        posts = await self.collect(
+            viewer, following, decode_position(cursor), limit, usable, liked=liked
+        )
         last = posts[-1].entry.position if len(posts) == limit else None
-        return FeedPage(posts, await self._liked(viewer, posts),
+        return FeedPage(posts, liked & {p.id for p in posts},
                         encode_position(last) if last else None)  # fmt: skip
 
     async def collect(
@@ -97,17 +102,26 @@ class FeedReader:
         before: Position | None,
         limit: int,
         use_timeline: bool,
+        *,
+        liked: set[PostId] | None = None,
     ) -> list[Post]:
-        """Up to ``limit`` live posts by ``following``, strictly older than ``before``."""
+        """Up to ``limit`` live posts by ``following``, strictly older than ``before``; the
+        ones ``viewer`` likes are added to ``liked`` when given (fetched alongside)."""
         if not following or limit <= 0:
             return []
         batch = limit + _EXTRA
         streams: list[Stream]
         if use_timeline:
-            pull = await self._posts.pull_sources(list(following))
+
+            def page(b: Position | None, n: int) -> Awaitable[list[Entry]]:
+                return self._timelines.page(viewer, b, n)
+
+            pull, first = await asyncio.gather(
+                self._posts.pull_sources(list(following)), page(before, batch)
+            )
             others = list(following - pull)
             s3 = self._pull(others, batch)
-            s1 = Source(lambda b, n: self._timelines.page(viewer, b, n), before, batch)
+            s1 = Source(page, before, batch, first)
             streams = [Chain(s1, s3)]
             if pull:
                 streams.append(self._pull(list(pull), batch)(before))
@@ -119,7 +133,14 @@ class FeedReader:
             candidates = await _take(merged, batch - len(out))
             if not candidates:
                 break
-            loaded = await self._posts.get_many([e.post_id for e in candidates])
+            ids = [e.post_id for e in candidates]
+            if liked is None:
+                loaded = await self._posts.get_many(ids)
+            else:
+                loaded, likes = await asyncio.gather(
+                    self._posts.get_many(ids), self._posts.liked(viewer, ids)
+                )
+                liked |= likes
             for entry in candidates:
                 post = loaded.get(entry.post_id)
                 if post is not None and not post.deleted and post.author_id in following:
@@ -167,8 +188,9 @@ class FeedReader:
 
     async def _timeline_usable(self, viewer: UserId) -> bool:
         now = self._clock.now_ms()
-        built = await self._timelines.built_at(viewer)
-        last = await self._follows.last_active(viewer)
+        built, last = await asyncio.gather(
+            self._timelines.built_at(viewer), self._follows.last_active(viewer)
+        )
         stale = last is not None and last < now - self._inactive_ms
         if built is not None and not stale:
             if last is None or last < now - TOUCH_EVERY_MS:
