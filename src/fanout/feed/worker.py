@@ -13,6 +13,7 @@ first lane's slots (``bootstrap.py``).
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 
 from fanout.accounts.model import UserId
 from fanout.core.clock import Clock
@@ -85,22 +86,31 @@ class FanoutWorker:
             return 0  # deleted before its fan-out: nothing to show
         entry = Entry(post_id, event.created_ms)
         since = self._clock.now_ms() - self._inactive_ms
-        written, after = 0, None
-        while chunk := await self._follows.fanout_targets(author, after, CHUNK, since):
+        written = 0
+        async for chunk in self._targets(author, since):
             await self._timelines.push(entry, chunk)
             await self.live.offer(post, chunk)
             written += len(chunk)
-            after = chunk[-1]
         return written
+
+    async def _targets(self, author: UserId, since: int) -> AsyncIterator[list[UserId]]:
+        """The author's followers active since ``since``, in chunks; a short chunk is the last
+        (no round trip to learn that the next one is empty)."""
+        after: UserId | None = None
+        while True:
+            chunk = await self._follows.fanout_targets(author, after, CHUNK, since)
+            if chunk:
+                yield chunk
+            if len(chunk) < CHUNK:
+                return
+            after = chunk[-1]
 
     async def _purge(self, event: events.PostDeleted) -> None:
         author = UserId(event.author_id)
         if self._policy.lane(await self._follows.follower_count(author)) is Lane.NONE:
             return  # never pushed (as far as the tier tells); reads filter it anyway
-        after = None
-        while chunk := await self._follows.fanout_targets(author, after, CHUNK, 0):
+        async for chunk in self._targets(author, 0):
             await self._timelines.remove_everywhere(PostId(event.post_id), chunk)
-            after = chunk[-1]
 
     async def _unfollowed(self, event: events.Unfollowed) -> None:
         follower, followee = UserId(event.follower_id), UserId(event.followee_id)
