@@ -168,7 +168,7 @@ async def build(
             ttl_days=settings.links_ttl_days, blocklist=settings.links_blocklist,
         )  # fmt: skip
         sink = ClickSink(backend.log)
-        aggregator = ClickAggregator(backend.clicks)
+        aggregator = ClickAggregator(backend.clicks, clock)
         first, low = _subscriptions(roles if consume else (), worker, aggregator)
         name = f"{os.uname().nodename}:{os.getpid()}:{ids.worker_id}"
         runners = [
@@ -177,7 +177,10 @@ async def build(
             for subs, concurrency in ((first, 16), (low, LOW_LANE_CONCURRENCY))
             if subs
         ]  # fmt: skip
-        for job in (*backend.background, reader.run_rebuilds, sink.run):
+        jobs = [*backend.background, reader.run_rebuilds, sink.run]
+        if consume and "links" in roles:
+            jobs.append(aggregator.prune_forever)
+        for job in jobs:
             tasks.append(asyncio.create_task(job(), name=job.__qualname__))
         platform = Platform(
             settings=settings, clock=clock, ids=ids, log=backend.log, users=backend.users,

@@ -64,3 +64,14 @@ async def test_concurrent_appliers_of_one_partition_never_double_count(
     results = await asyncio.gather(*(links.clicks.apply("g", 0, batch) for _ in range(5)))
     assert sum(results) == 50
     assert (await links.clicks.totals(["c1"]))["c1"] == 50
+
+
+async def test_pruning_keeps_hours_days_and_totals(links: LinksUnderTest) -> None:
+    old = [(str(o), click(T0 + o * 60_000, visitor=f"v{o}")) for o in range(1, 4)]
+    await links.clicks.apply("g", 0, old)
+    assert await links.clicks.prune(T0 + DAY, T0 + DAY) == 3 + 3  # visitors + minute buckets
+    minute = await links.clicks.stats("c1", "minute", T0, T0 + 5 * 60_000)
+    assert sum(p.clicks for p in minute.series) == 0
+    hour = await links.clicks.stats("c1", "hour", T0, T0 + 3_600_000)
+    assert hour.series == [Series(T0, 3, 3)] and hour.total == 3
+    assert await links.clicks.prune(T0 + DAY, T0 + DAY) == 0

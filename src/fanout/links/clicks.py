@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 
+from fanout.core.clock import Clock
 from fanout.core.log import Log, LogRecord, Topics
 from fanout.links.model import Click
 from fanout.links.ports import ClickStore
@@ -134,11 +135,27 @@ class ClickSink:
             await self._publish_more([self._queue.get_nowait()])
 
 
-class ClickAggregator:
-    """Consumes ``links.clicks`` in batches into the click store (exactly once)."""
+VISITORS_KEPT_MS = 2 * 86_400_000  # uniques are per hour; two days absorb late redeliveries
+MINUTES_KEPT_MS = 7 * 86_400_000  # minute series for a week; hours and days are kept
+PRUNE_EVERY_S = 600.0
 
-    def __init__(self, store: ClickStore) -> None:
+
+class ClickAggregator:
+    """Consumes ``links.clicks`` in batches into the click store (exactly once), and prunes
+    what the statistics no longer need."""
+
+    def __init__(self, store: ClickStore, clock: Clock) -> None:
         self._store = store
+        self._clock = clock
+
+    async def prune_forever(self) -> None:
+        while True:
+            await asyncio.sleep(PRUNE_EVERY_S)
+            now = self._clock.now_ms()
+            try:
+                await self._store.prune(now - VISITORS_KEPT_MS, now - MINUTES_KEPT_MS)
+            except Exception:  # housekeeping: try again next round
+                log.exception("pruning click aggregates failed")
 
     async def handle_batch(self, records: Sequence[LogRecord]) -> None:
         by_partition: dict[int, list[tuple[str, Click]]] = {}

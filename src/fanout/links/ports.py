@@ -73,6 +73,11 @@ class ClickStore(Protocol):
         """Human clicks ever, per code (absent = 0)."""
         ...
 
+    async def prune(self, visitors_before_ms: int, minutes_before_ms: int) -> int:
+        """Forget visitor sets of hours before ``visitors_before_ms`` and minute buckets before
+        ``minutes_before_ms`` (hour and day buckets are kept); the rows deleted."""
+        ...
+
 
 class LinkCache(Protocol):
     """A shared cache in front of the store (Redis in scaled mode), positive and negative."""

@@ -178,6 +178,18 @@ class SqliteClickStore:
 
         return await self._engine.read(query)
 
+    async def prune(self, visitors_before_ms: int, minutes_before_ms: int) -> int:
+        def job(tx: WriteTx) -> int:
+            visitors = tx.execute(
+                "DELETE FROM click_visitors WHERE hour_ms < ?", (visitors_before_ms,)
+            ).rowcount
+            minutes = tx.execute(
+                "DELETE FROM click_counts WHERE grain = 'm' AND bucket_ms < ?", (minutes_before_ms,)
+            ).rowcount
+            return int(visitors + minutes)
+
+        return await self._engine.write(job)
+
     async def totals(self, codes: Sequence[str]) -> dict[str, int]:
         unique = list(set(codes))
         if not unique:

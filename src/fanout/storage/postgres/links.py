@@ -282,6 +282,15 @@ class PostgresClickStore:
 
         return await self._engine.transaction(link_stats)
 
+    async def prune(self, visitors_before_ms: int, minutes_before_ms: int) -> int:
+        visitors = await self._engine.execute(
+            "DELETE FROM click_visitors WHERE hour_ms < $1", visitors_before_ms
+        )
+        minutes = await self._engine.execute(
+            "DELETE FROM click_counts WHERE grain = 'm' AND bucket_ms < $1", minutes_before_ms
+        )
+        return sum(int(status.rsplit(" ", 1)[-1]) for status in (visitors, minutes))
+
     async def totals(self, codes: Sequence[str]) -> dict[str, int]:
         if not codes:
             return {}
