@@ -79,14 +79,18 @@ def write_plot(
     return path
 
 
-def redis_benchmark(url: str, args: Sequence[str], requests: int, pipeline: int = 100) -> float:
-    """Requests/s of C ``redis-benchmark -P pipeline`` running ``args`` against ``url``."""
+def redis_benchmark(
+    url: str, args: Sequence[str], requests: int, pipeline: int = 100, random_keys: int = 0
+) -> float:
+    """Requests/s of C ``redis-benchmark -P pipeline`` running ``args`` against ``url``; with
+    ``random_keys``, ``__rand_int__`` in ``args`` is replaced by one of that many values."""
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
     cmd = [
         "redis-benchmark", "-h", parts.hostname or "127.0.0.1", "-p", str(parts.port or 6379),
-        "-n", str(requests), "-P", str(pipeline), "-c", "50", "--csv", *args,
+        "-n", str(requests), "-P", str(pipeline), "-c", "50", "--csv",
+        *(("-r", str(random_keys)) if random_keys else ()), *args,
     ]  # fmt: skip
     output = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=300).stdout
     for line in output.splitlines():
