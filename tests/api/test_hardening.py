@@ -63,3 +63,49 @@ async def test_a_rate_limiter_outage_lets_requests_through(make_client: AppFacto
     statuses = [(await client.get("/healthz")).status_code for _ in range(3)]
     statuses += [(await client.get("/v1/users/me")).status_code for _ in range(10)]
     assert statuses == [200] * 3 + [401] * 10
+
+
+async def test_times_outside_rfc3339_years_are_422(client: httpx.AsyncClient) -> None:
+    _, token = await register(client, "timely")
+    auth = {"Authorization": f"Bearer {token}"}
+    for when in ("9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00", "1969-12-31T23:59:59Z"):
+        body = {"url": "https://example.com", "expires_at": when}
+        assert (await client.post("/v1/links", headers=auth, json=body)).status_code == 422, when
+    assert (await client.get("/v1/links", headers=auth)).status_code == 200
+
+
+async def test_cursors_outside_64_bits_are_422(client: httpx.AsyncClient) -> None:
+    import base64
+
+    _, token = await register(client, "cursory")
+    auth = {"Authorization": f"Bearer {token}"}
+
+    def wrap(text: str) -> str:
+        return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+    me = (await client.get("/v1/users/me", headers=auth)).json()["id"]
+    for cursor in (wrap("p:9999999999999999999:1"), wrap("p:1:9999999999999999999"),
+                   wrap("p:1:-1")):  # fmt: skip
+        for path in ("/v1/feed", f"/v1/users/{me}/posts", f"/v1/users/{me}/followers"):
+            response = await client.get(path, headers=auth, params={"cursor": cursor})
+            assert response.status_code == 422, (path, cursor)
+    big = base64.urlsafe_b64encode(b"99999999999999999999999:x").decode()
+    assert (await client.get("/v1/links", headers=auth, params={"cursor": big})).status_code == 422
+
+
+async def test_reuse_never_returns_a_link_that_behaves_differently(
+    client: httpx.AsyncClient,
+) -> None:
+    _, token = await register(client, "reuser")
+    auth = {"Authorization": f"Bearer {token}"}
+    url = "https://example.com/r"
+    limited = (await client.post("/v1/links", headers=auth,
+                                 json={"url": url, "max_visits": 1})).json()  # fmt: skip
+    await client.get("/" + limited["code"])
+    again = (await client.post("/v1/links", headers=auth, json={"url": url, "reuse": True})).json()
+    assert again["code"] != limited["code"]
+    same = await client.post("/v1/links", headers=auth, json={"url": url, "reuse": True})
+    assert same.json()["code"] == again["code"]
+    perm = await client.post("/v1/links", headers=auth,
+                             json={"url": url, "reuse": True, "redirect": 301})  # fmt: skip
+    assert perm.json()["code"] != again["code"] and perm.json()["redirect"] == 301

@@ -89,3 +89,22 @@ def test_aliases() -> None:
     for reserved in ("v1", "healthz", "METRICS", "static"):
         with pytest.raises(Conflict):
             check_alias(reserved)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://example.com/\u007f", "\u0001https://example.com/", "https://example.com/a\u001fb"],
+)
+def test_control_characters_anywhere_are_refused(url: str) -> None:
+    with pytest.raises(Invalid):
+        check_target(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://evil.com./x", "https://evil\uff0ecom/x", "https://\uff45vil.com/x",
+     "https://EVIL.com\u3002/x", "https://sub.evil.com/x"],
+)  # fmt: skip
+def test_the_blocklist_sees_hosts_as_resolvers_do(url: str) -> None:
+    with pytest.raises(Invalid):
+        check_target(url, blocklist=["evil.com"])

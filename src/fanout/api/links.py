@@ -98,7 +98,10 @@ def _decode_cursor(cursor: str | None) -> tuple[int, str] | None:
         return None
     try:
         ms, _, code = base64.urlsafe_b64decode(cursor.encode("ascii")).decode().partition(":")
-        return int(ms), code
+        created = int(ms)
+        if not 0 <= created < 2**63 or not code.isascii() or "\x00" in code:
+            raise ValueError("cursor out of range")
+        return created, code
     except (binascii.Error, UnicodeError, ValueError) as exc:
         problem = {"field": "cursor", "message": "not a valid cursor"}
         raise Invalid("not a valid cursor", details=[problem]) from exc

@@ -45,7 +45,10 @@ def decode_position(cursor: str | None) -> Position | None:
     match = _POSITION.match(_unwrap(cursor))
     if match is None:
         raise _bad()
-    return Position(int(match.group(1)), int(match.group(2)))
+    score, ident = int(match.group(1)), int(match.group(2))
+    if not (-(2**63) <= score < 2**63 and 0 <= ident < 2**63):  # what every store can hold
+        raise _bad()
+    return Position(score, ident)
 
 
 def encode_ranked(snapshot: str, offset: int) -> str:

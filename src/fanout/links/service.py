@@ -39,6 +39,18 @@ class NewLinkRequest:
     max_visits: int | None = None
 
 
+def _reusable(link: Link, request: NewLinkRequest, now_ms: int) -> bool:
+    """An existing link serves a ``reuse`` request only if it behaves as the new one would:
+    live, same redirect, no visit limit on either side, and the asked expiry if one was asked."""
+    return (
+        not link.gone(now_ms)
+        and link.redirect == request.redirect
+        and link.max_visits is None
+        and request.max_visits is None
+        and (request.expires_ms is None or request.expires_ms == link.expires_ms)
+    )
+
+
 class LinkService:
     def __init__(
         self,
@@ -89,7 +101,7 @@ class LinkService:
                           details=[{"field": "max_visits", "message": "at least 1"}])  # fmt: skip
         if request.reuse and request.alias is None:
             existing = await self._links.find_for_reuse(owner, url)
-            if existing is not None and not existing.gone(now):
+            if existing is not None and _reusable(existing, request, now):
                 return existing
         expires = request.expires_ms if request.expires_ms is not None else now + self._ttl_ms
         if request.alias is not None:

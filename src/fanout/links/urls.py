@@ -31,25 +31,28 @@ def _problem(field: str, message: str) -> Invalid:
     return Invalid(message, details=[{"field": field, "message": message}])
 
 
-def _host_ok(host: str) -> bool:
+def _normal_host(host: str) -> str | None:
+    """The host as a resolver sees it (IDNA ASCII, lower case, no trailing dot; full-width
+    dots and letters folded by nameprep), or None if it is not a valid host."""
     try:
-        ipaddress.ip_address(host.strip("[]"))
-        return True
+        return str(ipaddress.ip_address(host.strip("[]")))
     except ValueError:
         pass
     try:
-        ascii_host = host.encode("idna").decode("ascii")
+        ascii_host = host.encode("idna").decode("ascii").lower().rstrip(".")
     except UnicodeError:
-        return False
-    labels = ascii_host.rstrip(".").split(".")
-    return len(ascii_host) <= 253 and len(labels) >= 2 and all(_LABEL.match(x) for x in labels)
+        return None
+    labels = ascii_host.split(".")
+    ok = len(ascii_host) <= 253 and len(labels) >= 2 and all(_LABEL.match(x) for x in labels)
+    return ascii_host if ok else None
 
 
 def check_target(url: str, blocklist: Iterable[str] = ()) -> str:
     """``url`` if it may be a link's target; ``Invalid`` naming the reason otherwise."""
     if len(url) > URL_MAX_CHARS:
         raise _problem("url", f"at most {URL_MAX_CHARS} characters")
-    if any(ch in url for ch in "\x00\r\n\t ") or url != url.strip():
+    if any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in url):
+        # No control character or space may reach a Location header (servers refuse them).
         raise _problem("url", "whitespace and control characters are not allowed")
     try:
         parts = urlsplit(url)
@@ -60,8 +63,8 @@ def check_target(url: str, blocklist: Iterable[str] = ()) -> str:
         raise _problem("url", "only http and https URLs")
     if parts.username is not None or parts.password is not None or "@" in parts.netloc:
         raise _problem("url", "credentials in the URL are not allowed")
-    host = (parts.hostname or "").lower()
-    if not host or not _host_ok(host) or port == 0:
+    host = _normal_host(parts.hostname or "") if parts.hostname else None
+    if host is None or port == 0:
         raise _problem("url", "the URL needs a valid host")
     blocked = {b.lower().strip(".") for b in blocklist}
     if any(host == b or host.endswith("." + b) for b in blocked):
