@@ -86,8 +86,11 @@ class LinkCache(Protocol):
         """The cached link, ``False`` for a cached "no such code", ``None`` on a miss."""
         ...
 
-    async def put(self, code: str, link: Link | None, ttl_s: float) -> None:
-        """Cache ``link``, or a "no such code" for ``None``."""
+    async def put(
+        self, code: str, link: Link | None, ttl_s: float, *, replace: bool = True
+    ) -> None:
+        """Cache ``link``, or a "no such code" for ``None``. With ``replace=False`` an entry
+        already there wins (a fill from the store must not overwrite a newer delete)."""
         ...
 
     async def forget(self, code: str) -> None: ...

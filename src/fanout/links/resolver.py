@@ -8,17 +8,20 @@ are counted in the store on every visit (the slow path; they are rare).
 
 from __future__ import annotations
 
+import contextlib
 import enum
 from collections import OrderedDict
 from dataclasses import dataclass
 
 from fanout.core.clock import Clock
+from fanout.core.errors import Unavailable
 from fanout.links.model import Link
 from fanout.links.ports import LinkCache, LinkStore
 
 __all__ = ["Outcome", "Resolution", "Resolver"]
 
-LRU_ENTRIES = 100_000  # ~200 B each: ~20 MB per process at most
+LRU_BYTES = 32 * 1024 * 1024  # in-process cache budget; entries cost their URL plus ~300 B
+ENTRY_OVERHEAD_B = 300  # the Link object, the tuple, the dict slot
 POSITIVE_TTL_S = 5.0  # how long another process may still redirect a deleted link
 NEGATIVE_TTL_S = 2.0  # unknown codes: long enough to absorb scans, short for new aliases
 SHARED_TTL_S = 300.0  # the shared cache is told of deletes, so it may keep links longer
@@ -37,11 +40,18 @@ class Resolution:
 
 
 class Resolver:
+    """Lookups that race a create or delete in this process are answered but not cached (an
+    epoch counter tells), and fills of the shared cache never overwrite what a delete wrote
+    there, so a deleted link cannot be brought back by a slow lookup. A shared cache that is
+    down is skipped: redirects fall back to the store."""
+
     def __init__(self, store: LinkStore, cache: LinkCache | None, clock: Clock) -> None:
         self._store = store
         self._cache = cache
         self._clock = clock
-        self._lru: OrderedDict[str, tuple[float, Link | None]] = OrderedDict()
+        self._lru: OrderedDict[str, tuple[float, Link | None, int]] = OrderedDict()
+        self._bytes = 0
+        self._epoch = 0
         self.hits = 0
         self.lookups = 0
 
@@ -63,27 +73,63 @@ class Resolver:
             self.hits += 1
             self._lru.move_to_end(code)
             return cached[1]
+        epoch = self._epoch
+        shared = await self._shared_get(code)
         link: Link | None
-        shared = await self._cache.get(code) if self._cache is not None else None
         if shared is False:
             link = None
         elif isinstance(shared, Link):
             link = shared
         else:
             link = await self._store.get(code)
-            if self._cache is not None:
-                await self._cache.put(code, link, SHARED_TTL_S if link else NEGATIVE_TTL_S)
-        self._remember(code, link, now)
+            if epoch == self._epoch:
+                await self._shared_put(code, link, SHARED_TTL_S if link else NEGATIVE_TTL_S,
+                                       replace=False)  # fmt: skip
+        if epoch == self._epoch:  # nothing was created or deleted meanwhile
+            self._remember(code, link, now)
         return link
 
+    async def _shared_get(self, code: str) -> Link | bool | None:
+        if self._cache is None:
+            return None
+        try:
+            return await self._cache.get(code)
+        except Unavailable:  # the store still answers; the cache is an accelerator
+            return None
+
+    async def _shared_put(
+        self, code: str, link: Link | None, ttl_s: float, *, replace: bool
+    ) -> None:
+        if self._cache is not None:
+            with contextlib.suppress(Unavailable):  # an outage only costs cache misses
+                await self._cache.put(code, link, ttl_s, replace=replace)
+
     def _remember(self, code: str, link: Link | None, now: float) -> None:
-        self._lru[code] = (now + (POSITIVE_TTL_S if link else NEGATIVE_TTL_S), link)
-        self._lru.move_to_end(code)
-        if len(self._lru) > LRU_ENTRIES:
-            self._lru.popitem(last=False)
+        self._drop(code)
+        cost = ENTRY_OVERHEAD_B + len(code) + (len(link.url) if link else 0)
+        self._lru[code] = (now + (POSITIVE_TTL_S if link else NEGATIVE_TTL_S), link, cost)
+        self._bytes += cost
+        while self._bytes > LRU_BYTES:
+            _, (_, _, old) = self._lru.popitem(last=False)
+            self._bytes -= old
+
+    def _drop(self, code: str) -> None:
+        entry = self._lru.pop(code, None)
+        if entry is not None:
+            self._bytes -= entry[2]
 
     async def forget(self, code: str) -> None:
-        """Drop ``code`` from both caches (after a create or delete through this process)."""
-        self._lru.pop(code, None)
+        """A link was created: drop any cached "no such code" for it, here and shared."""
+        self._epoch += 1
+        self._drop(code)
         if self._cache is not None:
-            await self._cache.forget(code)
+            with contextlib.suppress(Unavailable):
+                await self._cache.forget(code)
+
+    async def deleted(self, link: Link) -> None:
+        """A link was deleted: this process answers 410 at once, and the shared cache holds the
+        deleted link (not a gap a slow lookup could refill with the live one)."""
+        self._epoch += 1
+        self._drop(link.code)
+        self._remember(link.code, link, self._clock.monotonic())
+        await self._shared_put(link.code, link, SHARED_TTL_S, replace=True)

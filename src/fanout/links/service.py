@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -136,9 +137,9 @@ class LinkService:
         return await self._links.by_owner(owner, before, limit)
 
     async def delete(self, owner: UserId, code: str) -> None:
-        await self.get(owner, code)
+        link = await self.get(owner, code)
         await self._links.delete(code)
-        await self._resolver.forget(code)
+        await self._resolver.deleted(dataclasses.replace(link, deleted=True))
 
     async def orphan_visits(self) -> int:
         """Requests for codes that never existed, bots included (aggregated under "")."""

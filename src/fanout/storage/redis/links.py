@@ -64,7 +64,9 @@ class RedisLinkCache:
             return False
         return _unpack(value)
 
-    async def put(self, code: str, link: Link | None, ttl_s: float) -> None:
+    async def put(
+        self, code: str, link: Link | None, ttl_s: float, *, replace: bool = True
+    ) -> None:
         key = keys.link_cache(code)
         if ttl_s <= 0:
             await self.forget(code)
@@ -72,7 +74,7 @@ class RedisLinkCache:
         value = _TOMBSTONE if link is None else _pack(link)
         ttl_ms = max(MIN_TTL_MS, round(ttl_s * 1000))
         async with guard("link cache put"):
-            await self._client.set(key, value, px=ttl_ms)
+            await self._client.set(key, value, px=ttl_ms, nx=not replace)
 
     async def forget(self, code: str) -> None:
         async with guard("link cache forget"):
