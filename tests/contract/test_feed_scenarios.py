@@ -14,6 +14,7 @@ import pytest
 
 from fanout.accounts.model import UserId
 from fanout.core.clock import ManualClock
+from fanout.feed.model import PostId
 from fanout.feed.policy import FanoutPolicy
 from tests.feedkit import FeedKit, feed_kit
 
@@ -116,3 +117,21 @@ async def test_low_lane_posts_arrive_and_deletes_vanish_everywhere(kit: FeedKit)
     for fan in fans:
         page = await kit.stores.timelines.page(fan, None, 10)
         assert made[1] not in [e.post_id for e in page]
+
+
+async def test_an_unfollow_purge_racing_a_refollow_loses_nothing(kit: FeedKit) -> None:
+    viewer, bob, carol = users(3)
+    await kit.service.follow(viewer, carol)
+    older = await posts_by(kit, carol, 1)
+    await kit.service.follow(viewer, bob)
+    bobs = await posts_by(kit, bob, 3)
+    await kit.settle()
+    await read_all(kit, viewer)
+    await kit.settle()  # timeline built
+    await kit.service.unfollow(viewer, bob)
+    await kit.service.follow(viewer, bob)  # backfills bob's posts again
+    # The purge of the unfollow checked "not following" before the re-follow and removes
+    # bob's posts only now, after the backfill: the interleaving the worker must repair.
+    await kit.stores.timelines.remove(viewer, [PostId(p) for p in bobs])
+    await kit.settle()
+    assert await read_all(kit, viewer) == bobs[::-1] + older

@@ -24,10 +24,10 @@ from fanout.feed import events
 from fanout.feed.cursor import decode_position, encode_position
 from fanout.feed.model import Comment, Follow, NewPost, Position, Post, PostId
 from fanout.feed.policy import FanoutPolicy, Lane
-from fanout.feed.ports import FeedStores
+from fanout.feed.ports import FeedStores, PostStore, TimelineStore
 from fanout.feed.reader import just_below
 
-__all__ = ["FeedService", "FollowPage", "PostPage"]
+__all__ = ["FeedService", "FollowPage", "PostPage", "backfill"]
 
 TEXT_MAX_CHARS = 5000
 COMMENT_MAX_CHARS = 2000
@@ -61,6 +61,18 @@ def check_media(urls: Sequence[str]) -> tuple[str, ...]:
         if len(url) > URL_MAX_CHARS or parts.scheme not in {"http", "https"} or not parts.hostname:
             raise _problem(f"media_urls.{i}", "must be an http(s) URL with a host")
     return tuple(urls)
+
+
+async def backfill(
+    posts: PostStore, timelines: TimelineStore, follower: UserId, followee: UserId, cap: int
+) -> None:
+    """Add the followee's newest posts (at most ``cap``) to the follower's timeline; floored
+    when truncated. Idempotent: the follow does it at once, the worker again after any purge
+    that may have raced it."""
+    entries = await posts.by_author(followee, None, cap)
+    floor = just_below(entries[-1].position) if len(entries) >= cap else None
+    if entries:
+        await timelines.add(follower, entries, floor)
 
 
 class FeedService:
@@ -140,13 +152,7 @@ class FeedService:
             Topics.FEED_FOLLOWS, follower, events.Followed(follower, followee)
         )
         if await self._follows.follow(follower, followee, now, [followed, notice.publish()]):
-            await self._backfill(follower, followee)
-
-    async def _backfill(self, follower: UserId, followee: UserId) -> None:
-        entries = await self._posts.by_author(followee, None, self._cap)
-        floor = just_below(entries[-1].position) if len(entries) >= self._cap else None
-        if entries:
-            await self._timelines.add(follower, entries, floor)
+            await backfill(self._posts, self._timelines, follower, followee, self._cap)
 
     async def unfollow(self, follower: UserId, followee: UserId) -> None:
         unfollowed = events.Unfollowed(follower, followee)

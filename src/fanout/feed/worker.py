@@ -23,6 +23,7 @@ from fanout.feed import events
 from fanout.feed.model import Entry, PostId
 from fanout.feed.policy import FanoutPolicy, Lane
 from fanout.feed.ports import FeedStores, LiveFeed
+from fanout.feed.service import backfill
 
 __all__ = ["FanoutWorker", "NoLiveFeed"]
 
@@ -76,7 +77,8 @@ class FanoutWorker:
             await self._purge(event)
         elif isinstance(event, events.Unfollowed):
             await self._unfollowed(event)
-        # Followed: the follow request backfilled already; nothing to do here.
+        elif isinstance(event, events.Followed):
+            await self._followed(event)
 
     async def fan_out(self, event: events.PostCreated) -> int:
         """Push the post to every active follower; the number of timelines written."""
@@ -111,6 +113,14 @@ class FanoutWorker:
             return  # never pushed (as far as the tier tells); reads filter it anyway
         async for chunk in self._targets(author, 0):
             await self._timelines.remove_everywhere(PostId(event.post_id), chunk)
+
+    async def _followed(self, event: events.Followed) -> None:
+        """The follow request backfilled already; an unfollow purge handled before this record
+        (same key, so earlier) may have removed those posts again while the user re-followed:
+        backfill once more. Idempotent."""
+        follower, followee = UserId(event.follower_id), UserId(event.followee_id)
+        if await self._follows.is_following(follower, followee):
+            await backfill(self._posts, self._timelines, follower, followee, self._cap)
 
     async def _unfollowed(self, event: events.Unfollowed) -> None:
         follower, followee = UserId(event.follower_id), UserId(event.followee_id)
