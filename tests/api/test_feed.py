@@ -204,3 +204,23 @@ async def test_ranked_mode_pages_one_stable_snapshot(client: httpx.AsyncClient) 
     second = await read_feed(client, r_token, mode="ranked", limit=4, cursor=first["next_cursor"])
     ids = [p["id"] for p in first["items"] + second["items"]]
     assert sorted(ids) == sorted(made) and second["next_cursor"] is None
+
+
+async def test_nobody_can_evict_another_users_ranked_snapshot(client: httpx.AsyncClient) -> None:
+    author_id, a_token = await register(client, "source")
+    _, r_token = await register(client, "patient")
+    _, s_token = await register(client, "spammer")
+    for token in (r_token, s_token):
+        await client.put(f"/v1/follows/{author_id}", headers=bearer(token))
+    for i in range(4):
+        await post(client, a_token, f"s{i}")
+    await feed_ids(client, r_token, 4)
+    first = await read_feed(client, r_token, mode="ranked", limit=2)
+    for _ in range(30):  # another user's ranked reads
+        await read_feed(client, s_token, mode="ranked", limit=2)
+    later = await read_feed(client, r_token, mode="ranked", limit=2, cursor=first["next_cursor"])
+    assert len(later["items"]) == 2
+    await read_feed(client, r_token, mode="ranked", limit=2)  # the viewer's own new snapshot
+    stale = await client.get("/v1/feed", headers=bearer(r_token),
+                             params={"mode": "ranked", "cursor": first["next_cursor"]})  # fmt: skip
+    assert stale.status_code == 422

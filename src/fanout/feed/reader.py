@@ -158,14 +158,18 @@ class FeedReader:
     async def _ranked(
         self, viewer: UserId, following: set[UserId], cursor: str | None, limit: int, usable: bool
     ) -> FeedPage:
+        # One snapshot per viewer, tagged with its id as its first element: a viewer's new
+        # ranked read replaces their previous one, and nobody can evict anybody else's.
+        key = str(viewer)
         if cursor:
             snapshot, offset = decode_ranked(cursor)
-            ids = await self._snapshots.get(f"{viewer}:{snapshot}")
-            if ids is None:
+            stored = await self._snapshots.get(key)
+            if not stored or base62.encode(stored[0]) != snapshot:
                 raise Invalid(
                     "the ranked snapshot expired; read from the start again",
                     details=[{"field": "cursor", "message": "expired"}],
                 )
+            ids = stored[1:]
             loaded = await self._posts.get_many(ids[offset : offset + limit])
             window = [loaded[i] for i in ids[offset : offset + limit] if i in loaded]
             page = [p for p in window if not p.deleted and p.author_id in following]
@@ -173,9 +177,10 @@ class FeedReader:
             candidates = await self.collect(viewer, following, None, RANK_WINDOW, usable)
             affinity = await self._posts.affinity(viewer, list({p.author_id for p in candidates}))
             ranked = rank(candidates, self._clock.now_ms(), affinity)
-            snapshot, offset = base62.encode(self._next_id()), 0
+            tag, offset = self._next_id(), 0
+            snapshot = base62.encode(tag)
             ids = [p.id for p in ranked]
-            await self._snapshots.put(f"{viewer}:{snapshot}", ids, SNAPSHOT_TTL_S)
+            await self._snapshots.put(key, [PostId(tag), *ids], SNAPSHOT_TTL_S)
             page = ranked[:limit]
         more = offset + limit < len(ids)
         return FeedPage(page, await self._liked(viewer, page),
