@@ -53,6 +53,7 @@ CODE_KEY_NAME = "links_code_key"
 CLICK_BATCH = 1_000  # clicks aggregated per transaction
 SHUTDOWN_GRACE_S = 5.0
 LOW_LANE_CONCURRENCY = 2  # handlers at once on the low-priority lane
+STOP_WAIT_S = 2.0  # how long loops asked to stop may take before they are cancelled
 COMPACT_EVERY_S = 30.0  # acknowledged records linger at most this long in embedded mode
 
 Closer = Callable[[], Awaitable[None]]
@@ -74,6 +75,10 @@ class Backend:
     link_cache: LinkCache | None
     checks: dict[str, Ping]
     background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    # Loops that end cleanly when told to: (job, stop); shutdown calls stop, then waits.
+    graceful: list[tuple[Callable[[], Coroutine[Any, Any, None]], Callable[[], None]]] = field(
+        default_factory=list
+    )
 
 
 @dataclass
@@ -100,6 +105,7 @@ class Platform:
     _checks: dict[str, Ping] = field(default_factory=dict)
     _closers: list[Closer] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _graceful: list[tuple[asyncio.Task[None], Callable[[], None]]] = field(default_factory=list)
 
     def health_checks(self) -> dict[str, Ping]:
         return dict(self._checks)
@@ -114,6 +120,10 @@ class Platform:
     async def close(self, grace_s: float = SHUTDOWN_GRACE_S) -> None:
         """Stop consumers (draining to ``grace_s``), background tasks, then the stores."""
         await asyncio.gather(*(runner.stop(grace_s) for runner in self.runners))
+        for _, stop in self._graceful:
+            stop()
+        if self._graceful:  # let them finish their pass (the relay: no batch moved twice)
+            await asyncio.wait([t for t, _ in self._graceful], timeout=min(grace_s, STOP_WAIT_S))
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -182,6 +192,11 @@ async def build(
             jobs.append(aggregator.prune_forever)
         for job in jobs:
             tasks.append(asyncio.create_task(job(), name=job.__qualname__))
+        graceful = []
+        for job, stop in backend.graceful:
+            task = asyncio.create_task(job(), name=job.__qualname__)
+            tasks.append(task)
+            graceful.append((task, stop))
         platform = Platform(
             settings=settings, clock=clock, ids=ids, log=backend.log, users=backend.users,
             tokens=tokens, accounts=accounts, rate_limiter=backend.rate_limiter,
@@ -189,6 +204,7 @@ async def build(
             resolver=resolver, click_sink=sink,
             visitor_secret=hmac.digest(secret.encode(), b"fanout-visitors", "sha256"),
             runners=runners, _checks=backend.checks, _closers=closers, _tasks=tasks,
+            _graceful=graceful,
         )  # fmt: skip
         for runner in runners:
             await runner.start()
@@ -316,5 +332,6 @@ async def _scaled(settings: Settings, clock: Clock, closers: list[Closer]) -> Ba
         links=PostgresLinkStore(engine), clicks=PostgresClickStore(engine),
         link_cache=RedisLinkCache(client),
         checks={"postgres": engine.ping, "redis": ping_redis},
-        background=[relay_forever, keep_worker_id],
+        background=[keep_worker_id],
+        graceful=[(relay_forever, stop_relay.set)],
     )  # fmt: skip

@@ -75,3 +75,13 @@ async def test_pruning_keeps_hours_days_and_totals(links: LinksUnderTest) -> Non
     hour = await links.clicks.stats("c1", "hour", T0, T0 + 3_600_000)
     assert hour.series == [Series(T0, 3, 3)] and hour.total == 3
     assert await links.clicks.prune(T0 + DAY, T0 + DAY) == 0
+
+
+async def test_orphan_visits_are_counted_without_dimensions(links: LinksUnderTest) -> None:
+    orphans = [(str(o), click(T0 + o, code="", visitor=f"x{o}", utm_source=f"s{o}"))
+               for o in range(1, 6)]  # fmt: skip
+    await links.clicks.apply("g", 0, orphans)
+    stats = await links.clicks.stats("", "day", T0, T0 + DAY)
+    assert stats.total == 5
+    assert stats.series == [Series(T0, 0, 0)]
+    assert stats.referrers == [] and stats.countries == [] and stats.utm["source"] == []

@@ -43,6 +43,8 @@ def deltas(clicks: Sequence[Click], first_seen: Callable[[str, int, str], bool])
             out.bots[click.code] += 1
             continue
         out.totals[click.code] += 1
+        if not click.code:
+            continue  # an orphan visit is only counted: strangers must not grow the tables
         minute = click.at_ms - click.at_ms % MINUTE_MS
         hour = click.at_ms - click.at_ms % HOUR_MS
         day = click.at_ms - click.at_ms % DAY_MS

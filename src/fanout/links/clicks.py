@@ -10,7 +10,6 @@ drains what is queued. The aggregator consumes the topic in batches and applies 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import re
@@ -30,6 +29,7 @@ log = logging.getLogger(__name__)
 
 SINK_QUEUE = 100_000  # clicks waiting for the log; past it redirects wait for room
 SINK_BATCH = 500  # clicks per publish
+FLUSH_GRACE_S = 5.0  # how long shutdown waits for the log to take the last clicks
 GROUP = "links-aggregator"
 
 _BOT = re.compile(
@@ -97,6 +97,7 @@ class ClickSink:
     def __init__(self, log_: Log) -> None:
         self._log = log_
         self._queue: asyncio.Queue[Click] = asyncio.Queue(SINK_QUEUE)
+        self._inflight: list[Click] = []
         self.published = 0
 
     async def add(self, click: Click) -> None:
@@ -106,16 +107,30 @@ class ClickSink:
             await self._queue.put(click)  # back-pressure rather than loss
 
     async def run(self) -> None:
-        """Publish queued clicks in batches until cancelled; then drain what is left."""
+        """Publish queued clicks in batches until cancelled; then, for at most
+        ``FLUSH_GRACE_S``, the batch in flight (it may be published twice: at-least-once) and
+        everything still queued."""
         try:
             while True:
-                batch = [await self._queue.get()]
-                await self._publish_more(batch)
+                self._inflight = [await self._queue.get()]
+                await self._publish_more(self._inflight)
+                self._inflight = []
         finally:
-            with contextlib.suppress(Exception):  # best effort on the way out
-                await asyncio.shield(self.flush())
+            left = self._inflight + [self._queue.get_nowait() for _ in range(self._queue.qsize())]
+            self._inflight = []
+            if left:
+                try:
+                    async with asyncio.timeout(FLUSH_GRACE_S):
+                        await asyncio.shield(self._publish_all(left))
+                except (TimeoutError, asyncio.CancelledError):
+                    log.error("shut down with the log unreachable: up to %d clicks lost", len(left))
+
+    async def _publish_all(self, clicks: list[Click]) -> None:
+        for start in range(0, len(clicks), SINK_BATCH):
+            await self._publish_more(clicks[start : start + SINK_BATCH])
 
     async def _publish_more(self, batch: list[Click]) -> None:
+        """Publish ``batch`` (topped up from the queue), retrying until the log takes it."""
         while len(batch) < SINK_BATCH and not self._queue.empty():
             batch.append(self._queue.get_nowait())
         while True:
@@ -128,11 +143,6 @@ class ClickSink:
             except Exception:  # the log is down: keep the clicks and retry
                 log.exception("publishing %d clicks failed; retrying", len(batch))
                 await asyncio.sleep(0.5)
-
-    async def flush(self) -> None:
-        """Publish everything queued now."""
-        while not self._queue.empty():
-            await self._publish_more([self._queue.get_nowait()])
 
 
 VISITORS_KEPT_MS = 2 * 86_400_000  # uniques are per hour; two days absorb late redeliveries
