@@ -179,3 +179,16 @@ async def test_orphan_visits_are_counted(client: httpx.AsyncClient) -> None:
             return
         await asyncio.sleep(0.025)
     raise AssertionError("orphan visits never counted")
+
+
+async def test_heads_use_no_visits_and_limited_301s_are_not_cacheable(
+    client: httpx.AsyncClient,
+) -> None:
+    _, token = await register(client, "header")
+    limited = await shorten(client, token, url="https://example.com/h", max_visits=1,
+                            redirect=301)  # fmt: skip
+    for _ in range(3):
+        head = await client.head("/" + limited["code"])
+        assert head.status_code == 301 and head.headers["cache-control"] == "private, no-cache"
+    assert (await client.get("/" + limited["code"])).status_code == 301
+    assert (await client.get("/" + limited["code"])).status_code == 410

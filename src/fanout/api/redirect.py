@@ -19,7 +19,7 @@ from fanout.api.errors import error_body
 from fanout.api.middleware import ClientAddress
 from fanout.links.clicks import classify, referrer_host, utm, visitor_hash
 from fanout.links.geo import CountryResolver
-from fanout.links.model import Click
+from fanout.links.model import Click, Link
 from fanout.links.resolver import Outcome
 from fanout.links.urls import RESERVED
 
@@ -58,24 +58,37 @@ class RedirectApp:
             await self.app(scope, receive, send)
             return
         code = match.group(1)
-        resolution = await platform.resolver.resolve(code)
+        visit = scope["method"] == "GET"  # a HEAD (link previews) neither visits nor clicks
+        resolution = await platform.resolver.resolve(code, visit=visit)
         if resolution.outcome is Outcome.REDIRECT and resolution.link is not None:
             link = resolution.link
-            headers = [(b"location", link.url.encode()), (b"content-length", b"0")]
-            if link.redirect == 301:
-                headers.append((b"cache-control", b"max-age=%d" % PERMANENT_MAX_AGE_S))
-            else:
-                headers.append((b"cache-control", b"private, no-cache"))
+            headers = [
+                (b"location", link.url.encode()),
+                (b"content-length", b"0"),
+                (b"cache-control", self._cache_control(link, platform.clock.now_ms())),
+            ]
             await send({"type": "http.response.start", "status": link.redirect,
                         "headers": headers})  # fmt: skip
             await send({"type": "http.response.body", "body": b""})
-            await platform.click_sink.add(self._click(scope, code, platform))
+            if visit:
+                await platform.click_sink.add(self._click(scope, code, platform))
             return
         if resolution.outcome is Outcome.GONE:
             await _json(send, 410, error_body("gone", "this link is no longer available"))
             return
         await _json(send, 404, error_body("not_found", "no such link"))
         await platform.click_sink.add(self._click(scope, "", platform))  # an orphan visit
+
+    @staticmethod
+    def _cache_control(link: Link, now_ms: int) -> bytes:
+        """A 301 may be cached, for an hour at most and never past the link's expiry; a link
+        with a visit limit is never cached (every visit must reach us to be counted)."""
+        if link.redirect != 301 or link.max_visits is not None:
+            return b"private, no-cache"
+        max_age = PERMANENT_MAX_AGE_S
+        if link.expires_ms is not None:
+            max_age = min(max_age, max(0, (link.expires_ms - now_ms) // 1000))
+        return b"max-age=%d" % max_age
 
     def _click(self, scope: Scope, code: str, platform: Platform) -> Click:
         agent = referrer = ""

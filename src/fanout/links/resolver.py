@@ -55,13 +55,14 @@ class Resolver:
         self.hits = 0
         self.lookups = 0
 
-    async def resolve(self, code: str) -> Resolution:
+    async def resolve(self, code: str, *, visit: bool = True) -> Resolution:
+        """``visit=False`` (a HEAD) answers without using up a visit of a limited link."""
         link = await self._lookup(code)
         if link is None:
             return Resolution(Outcome.UNKNOWN)
         if link.gone(self._clock.now_ms()):
             return Resolution(Outcome.GONE, link)
-        if link.max_visits is not None and not await self._store.take_visit(code):
+        if visit and link.max_visits is not None and not await self._store.take_visit(code):
             return Resolution(Outcome.GONE, link)
         return Resolution(Outcome.REDIRECT, link)
 
