@@ -113,6 +113,7 @@ class PostgresEngine:
                 max_size=self._max_size,
                 timeout=self._connect_timeout_s,
                 command_timeout=self._command_timeout_s,
+                reset=_keep_session,
             )
         except Exception as exc:
             if not _is_unavailable(exc):
@@ -249,6 +250,13 @@ class PostgresEngine:
             if not _is_unavailable(exc):
                 raise
             raise _unavailable(what, exc) from exc
+
+
+async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    """Pool release without asyncpg's reset query (RESET ALL, UNLISTEN, unlock...): one
+    round trip saved per query, measured at 1.2-1.6 ms of a 4.5 ms feed read. Safe because
+    pooled connections keep no session state: LISTEN runs on a dedicated connection, every
+    advisory lock is transaction-scoped, and no code sets session variables."""
 
 
 async def _lock_migrations(conn: PgConnection) -> None:
