@@ -242,5 +242,35 @@ def bench_feed(
                   seed=seed, http=http, out=out)  # fmt: skip
 
 
+@bench.command("links")
+@click.option("--links", default=1_000_000, show_default=True, help="links loaded per backend")
+@click.option("--codes", default=100_000, show_default=True, help="distinct codes redirected")
+@click.option("--zipf-s", default=1.1, show_default=True, help="Zipf exponent of code popularity")
+@click.option("--duration", default=15, show_default=True, help="seconds of each measured run")
+@click.option("--warmup", default=2, show_default=True, help="seconds of wrk before measuring")
+@click.option("--connections", default=64, show_default=True)
+@click.option("--threads", default=2, show_default=True, help="wrk threads")
+@click.option("--settle-timeout", default=300.0, show_default=True,
+              help="seconds to wait for aggregation to catch up")  # fmt: skip
+@click.option("--backends", default="embedded,scaled", show_default=True)
+@click.option("--servers", default="uvicorn,granian", show_default=True)
+@click.option("--seed", default=42, show_default=True)
+@click.option("--profile", is_flag=True, help="py-spy on fanout during the measured runs")
+@click.option("--keep-logs", is_flag=True, help="copy the servers' logs to OUT/links-logs")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("bench-results"))
+def bench_links(
+    links: int, codes: int, zipf_s: float, duration: int, warmup: int, connections: int,
+    threads: int, settle_timeout: float, backends: str, servers: str, seed: int, profile: bool,
+    keep_logs: bool, out: Path,
+) -> None:  # fmt: skip
+    """Redirects/s over Zipf codes (wrk) vs a raw-ASGI 302 on uvicorn and granian."""
+    workload = importlib.import_module("bench.links")
+    workload.main(links=links, codes=codes, zipf_s=zipf_s, duration_s=duration, warmup_s=warmup,
+                  connections=connections, threads=threads, settle_timeout_s=settle_timeout,
+                  backends=[b.strip() for b in backends.split(",") if b.strip()],
+                  servers=[s.strip() for s in servers.split(",") if s.strip()], seed=seed,
+                  profile=profile, out=out, keep=keep_logs)  # fmt: skip
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
