@@ -39,7 +39,7 @@ from fanout.links.clicks import GROUP as CLICKS_GROUP
 from fanout.links.clicks import ClickAggregator, ClickSink
 from fanout.links.codes import CodePermutation
 from fanout.links.ports import ClickStore, LinkCache, LinkStore
-from fanout.links.resolver import Resolver
+from fanout.links.resolver import POSITIVE_TTL_S, SOLE_PROCESS_TTL_S, Resolver
 from fanout.links.service import LinkService
 from fanout.metrics import Metrics
 
@@ -172,7 +172,10 @@ async def build(
         code_key = settings.links_code_key or await backend.secrets.get_or_create(
             CODE_KEY_NAME, secrets.token_hex(32)
         )
-        resolver = Resolver(backend.links, backend.link_cache, clock)
+        # Embedded is one process: every delete passes through it, so found links may stay
+        # cached long. Scaled processes learn of other processes' deletes only by expiry.
+        ttl = POSITIVE_TTL_S if settings.scaled else SOLE_PROCESS_TTL_S
+        resolver = Resolver(backend.links, backend.link_cache, clock, positive_ttl_s=ttl)
         links = LinkService(
             backend.links, backend.clicks, resolver, CodePermutation(code_key.encode()), clock,
             ttl_days=settings.links_ttl_days, blocklist=settings.links_blocklist,

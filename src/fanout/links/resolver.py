@@ -20,9 +20,10 @@ from fanout.links.ports import LinkCache, LinkStore
 
 __all__ = ["Outcome", "Resolution", "Resolver"]
 
-LRU_BYTES = 32 * 1024 * 1024  # in-process cache budget; entries cost their URL plus ~300 B
+LRU_BYTES = 64 * 1024 * 1024  # in-process cache budget; entries cost their URL plus ~300 B
 ENTRY_OVERHEAD_B = 300  # the Link object, the tuple, the dict slot
 POSITIVE_TTL_S = 5.0  # how long another process may still redirect a deleted link
+SOLE_PROCESS_TTL_S = 300.0  # with no other process (embedded), deletes here invalidate at once
 NEGATIVE_TTL_S = 2.0  # unknown codes: long enough to absorb scans, short for new aliases
 SHARED_TTL_S = 300.0  # the shared cache is told of deletes, so it may keep links longer
 
@@ -45,10 +46,20 @@ class Resolver:
     there, so a deleted link cannot be brought back by a slow lookup. A shared cache that is
     down is skipped: redirects fall back to the store."""
 
-    def __init__(self, store: LinkStore, cache: LinkCache | None, clock: Clock) -> None:
+    def __init__(
+        self,
+        store: LinkStore,
+        cache: LinkCache | None,
+        clock: Clock,
+        *,
+        positive_ttl_s: float = POSITIVE_TTL_S,
+    ) -> None:
+        """``positive_ttl_s``: how long a found link is trusted in this process; only a single
+        process (which sees every delete) may trust it long."""
         self._store = store
         self._cache = cache
         self._clock = clock
+        self._positive_ttl_s = positive_ttl_s
         self._lru: OrderedDict[str, tuple[float, Link | None, int]] = OrderedDict()
         self._bytes = 0
         self._epoch = 0
@@ -108,7 +119,7 @@ class Resolver:
     def _remember(self, code: str, link: Link | None, now: float) -> None:
         self._drop(code)
         cost = ENTRY_OVERHEAD_B + len(code) + (len(link.url) if link else 0)
-        self._lru[code] = (now + (POSITIVE_TTL_S if link else NEGATIVE_TTL_S), link, cost)
+        self._lru[code] = (now + (self._positive_ttl_s if link else NEGATIVE_TTL_S), link, cost)
         self._bytes += cost
         while self._bytes > LRU_BYTES:
             _, (_, _, old) = self._lru.popitem(last=False)
