@@ -10,6 +10,7 @@ drains what is queued. The aggregator consumes the topic in batches and applies 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import re
@@ -27,6 +28,9 @@ __all__ = ["ClickAggregator", "ClickSink", "classify", "decode_click", "encode_c
 
 log = logging.getLogger(__name__)
 
+# Parsed user agents and referrers: few distinct values carry most clicks, and the three
+# regexes of ``classify`` measured ~40 us a click uncached (of ~200 us per redirect).
+PARSE_CACHE = 16_384
 SINK_QUEUE = 100_000  # clicks waiting for the log; past it redirects wait for room
 SINK_BATCH = 500  # clicks per publish
 FLUSH_GRACE_S = 5.0  # how long shutdown waits for the log to take the last clicks
@@ -41,6 +45,7 @@ _TABLET = re.compile(r"ipad|tablet|kindle|silk|playbook|android(?!.*mobile)", re
 _MOBILE = re.compile(r"mobi|iphone|ipod|android|blackberry|windows phone", re.IGNORECASE)
 
 
+@functools.lru_cache(maxsize=PARSE_CACHE)
 def classify(user_agent: str) -> tuple[str, bool]:
     """(device class, is bot) from a user agent; an empty one is a bot."""
     if not user_agent or _BOT.search(user_agent):
@@ -52,6 +57,7 @@ def classify(user_agent: str) -> tuple[str, bool]:
     return "desktop", False
 
 
+@functools.lru_cache(maxsize=PARSE_CACHE)
 def referrer_host(referrer: str) -> str:
     """The referring host only (never the path: it may carry personal data), IDNA ASCII."""
     if not referrer:
@@ -64,6 +70,8 @@ def referrer_host(referrer: str) -> str:
 
 
 def utm(query: str) -> tuple[str, str, str]:
+    if "utm_" not in query:  # most redirects carry no campaign: skip the parse
+        return "", "", ""
     values = parse_qs(query, max_num_fields=50)
     return tuple(  # type: ignore[return-value]  # three fields, by construction
         (values.get(f"utm_{name}") or [""])[0][:100] for name in ("source", "medium", "campaign")
