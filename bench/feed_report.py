@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.report import print_table, write_json
+from bench.report import fmt, markdown_table, print_table, write_json
 
 __all__ = ["COLUMNS", "check_targets", "markdown", "report", "write_trade_off_plot"]
 
@@ -35,23 +35,8 @@ HTTP_P99_TARGET_MS = 15.0  # over HTTP
 TARGET_POSTS = 1_000_000  # the read targets are stated at this many posts
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
-
-
 def markdown(rows: Sequence[dict[str, Any]]) -> str:
-    lines = [
-        "| " + " | ".join(header for _, header in COLUMNS) + " |",
-        "|" + "|".join("---" if i < 2 else "---:" for i in range(len(COLUMNS))) + "|",
-    ]
-    lines += ["| " + " | ".join(_cell(row.get(key)) for key, _ in COLUMNS) + " |" for row in rows]
-    return "\n".join(lines)
+    return markdown_table(rows, COLUMNS)
 
 
 def check_targets(rows: Sequence[dict[str, Any]], posts: int) -> list[dict[str, Any]]:
@@ -134,7 +119,7 @@ def report(
     verdicts = check_targets(rows, scale["posts"])
     for verdict in verdicts:
         mark = "met" if verdict["met"] else "MISSED"
-        print(f"{mark:>6}  {verdict['target']}: {verdict['row']} = {_cell(verdict['value'])}")
+        print(f"{mark:>6}  {verdict['target']}: {verdict['row']} = {fmt(verdict['value'])}")
     if "load_average_before" in extra:
         before, after = extra["load_average_before"][0], extra["load_average_after"][0]
         print(f"load average (1 min) before {before:.2f}, after {after:.2f}")

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.report import print_table, write_json, write_plot
+from bench.report import fmt, markdown_table, print_table, write_json, write_plot
 
 __all__ = ["COLUMNS", "check_targets", "markdown", "report"]
 
@@ -36,24 +36,13 @@ COLUMNS = (
 
 
 def _cell(key: str, value: Any) -> str:
-    if value is None:
-        return "-"
-    if key in ("ratio", "hit_rate"):
+    if value is not None and key in ("ratio", "hit_rate"):
         return f"{value:.2f}" if key == "ratio" else f"{value:.1%}"
-    if isinstance(value, float):
-        return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
+    return fmt(value)
 
 
 def markdown(rows: Sequence[dict[str, Any]]) -> str:
-    lines = [
-        "| " + " | ".join(header for _, header in COLUMNS) + " |",
-        "|" + "|".join("---" if i < 2 else "---:" for i in range(len(COLUMNS))) + "|",
-    ]
-    lines += ["| " + " | ".join(_cell(k, row.get(k)) for k, _ in COLUMNS) + " |" for row in rows]
-    return "\n".join(lines)
+    return markdown_table(rows, COLUMNS, _cell)
 
 
 def check_targets(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

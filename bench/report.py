@@ -6,14 +6,22 @@ import json
 import platform
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["machine", "print_table", "redis_benchmark", "write_json", "write_plot"]
+__all__ = [
+    "fmt",
+    "machine",
+    "markdown_table",
+    "print_table",
+    "redis_benchmark",
+    "write_json",
+    "write_plot",
+]
 
 
 def machine() -> dict[str, Any]:
@@ -32,11 +40,12 @@ def print_table(title: str, rows: Sequence[dict[str, Any]], columns: Sequence[st
     for column in columns:
         table.add_column(column, justify="right" if column != columns[0] else "left")
     for row in rows:
-        table.add_row(*(_fmt(row.get(c)) for c in columns))
+        table.add_row(*(fmt(row.get(c)) for c in columns))
     Console(width=200).print(table)
 
 
-def _fmt(value: Any) -> str:
+def fmt(value: Any) -> str:
+    """A table cell: thousands separators, 3 significant digits for small floats."""
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -44,6 +53,20 @@ def _fmt(value: Any) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
+
+
+def markdown_table(
+    rows: Sequence[dict[str, Any]],
+    columns: Sequence[tuple[str, str]],
+    cell: Callable[[str, Any], str] = lambda key, value: fmt(value),
+) -> str:
+    """``columns`` are (row key, header); the first two columns are labels, the rest numbers."""
+    lines = [
+        "| " + " | ".join(header for _, header in columns) + " |",
+        "|" + "|".join("---" if i < 2 else "---:" for i in range(len(columns))) + "|",
+    ]
+    lines += ["| " + " | ".join(cell(k, row.get(k)) for k, _ in columns) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 def write_json(out: Path, name: str, payload: dict[str, Any]) -> Path:

@@ -112,9 +112,8 @@ FEED_BACKENDS = ["sqlite", "scaled"]
 TIMELINE_CAP = 10  # tiny, so trimming is exercised
 
 
-@pytest.fixture(params=FEED_BACKENDS)
-def feed_backend(request: pytest.FixtureRequest) -> dict[str, str]:
-    """Backend choice for the feed contract (sync, so it may request the server fixtures)."""
+def _backend(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The backend a parametrized fixture names; sync, so it may request the server fixtures."""
     if request.param == "sqlite":
         return {"kind": "sqlite"}
     return {
@@ -122,6 +121,11 @@ def feed_backend(request: pytest.FixtureRequest) -> dict[str, str]:
         "redis": request.getfixturevalue("clean_redis_url"),
         "postgres": request.getfixturevalue("fresh_database_url"),
     }
+
+
+@pytest.fixture(params=FEED_BACKENDS)
+def feed_backend(request: pytest.FixtureRequest) -> dict[str, str]:
+    return _backend(request)
 
 
 @pytest.fixture
@@ -148,13 +152,7 @@ class LinksUnderTest:
 
 @pytest.fixture(params=LINK_BACKENDS)
 def links_backend(request: pytest.FixtureRequest) -> dict[str, str]:
-    if request.param == "sqlite":
-        return {"kind": "sqlite"}
-    return {
-        "kind": "scaled",
-        "redis": request.getfixturevalue("clean_redis_url"),
-        "postgres": request.getfixturevalue("fresh_database_url"),
-    }
+    return _backend(request)
 
 
 @pytest.fixture
