@@ -68,28 +68,22 @@ class PostgresFollowStore:
         return bool(found)
 
     async def followers(self, user: UserId, before: Position | None, limit: int) -> list[Follow]:
-        if limit <= 0:
-            return []
-        start = before or NEWEST
-        rows = await self._engine.fetch(
-            "SELECT follower_id AS user_id, at_ms FROM follows"
-            " WHERE followee_id = $1 AND (at_ms, follower_id) < ($2, $3)"
-            " ORDER BY at_ms DESC, follower_id DESC LIMIT $4",
-            user,
-            start.score_ms,
-            start.post_id,
-            limit,
-        )
-        return [Follow(UserId(row["user_id"]), row["at_ms"]) for row in rows]
+        return await self._edges("followee_id", "follower_id", user, before, limit)
 
     async def following(self, user: UserId, before: Position | None, limit: int) -> list[Follow]:
+        return await self._edges("follower_id", "followee_id", user, before, limit)
+
+    async def _edges(
+        self, side: str, other: str, user: UserId, before: Position | None, limit: int
+    ) -> list[Follow]:
+        """One side of the graph, most recent first (an index range scan on either side)."""
         if limit <= 0:
             return []
         start = before or NEWEST
         rows = await self._engine.fetch(
-            "SELECT followee_id AS user_id, at_ms FROM follows"
-            " WHERE follower_id = $1 AND (at_ms, followee_id) < ($2, $3)"
-            " ORDER BY at_ms DESC, followee_id DESC LIMIT $4",
+            f"SELECT {other} AS user_id, at_ms FROM follows"
+            f" WHERE {side} = $1 AND (at_ms, {other}) < ($2, $3)"
+            f" ORDER BY at_ms DESC, {other} DESC LIMIT $4",
             user,
             start.score_ms,
             start.post_id,
