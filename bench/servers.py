@@ -101,6 +101,14 @@ def _as_postgres_user(cmd: list[str]) -> list[str]:
     return [runuser, "-u", "postgres", "--", *cmd]
 
 
+def _run_postgres_tool(cmd: list[str], env: dict[str, str], what: str) -> None:
+    """Run a PostgreSQL tool (as the postgres user when root); ``BackendUnavailable`` if it
+    fails, with the end of its error output."""
+    result = subprocess.run(_as_postgres_user(cmd), capture_output=True, env=env, check=False)
+    if result.returncode != 0:
+        raise BackendUnavailable(f"{what} failed: {result.stderr.decode()[-500:]}")
+
+
 @contextlib.contextmanager
 def postgres_server() -> Iterator[str]:
     """A private PostgreSQL cluster (``initdb`` + ``pg_ctl``, fsync off); yields its URL."""
@@ -112,53 +120,20 @@ def postgres_server() -> Iterator[str]:
         if os.geteuid() == 0:
             shutil.chown(workdir, "postgres", "postgres")
         env = {**os.environ, "LC_ALL": "C"}
-        result = subprocess.run(
-            _as_postgres_user(
-                [
-                    initdb,
-                    "-D",
-                    str(datadir),
-                    "-A",
-                    "trust",
-                    "-U",
-                    "postgres",
-                    "-E",
-                    "UTF8",
-                    "--no-sync",
-                ]
-            ),
-            capture_output=True,
-            env=env,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise BackendUnavailable(f"initdb failed: {result.stderr.decode()[-500:]}")
+        _run_postgres_tool(
+            [initdb, "-D", str(datadir), "-A", "trust", "-U", "postgres", "-E", "UTF8",
+             "--no-sync"],
+            env, "initdb",
+        )  # fmt: skip
         options = (
             f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c fsync=off"
             " -c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
         )
-        result = subprocess.run(
-            _as_postgres_user(
-                [
-                    pg_ctl,
-                    "-D",
-                    str(datadir),
-                    "-o",
-                    options,
-                    "-w",
-                    "-t",
-                    "30",
-                    "-l",
-                    str(workdir / "log"),
-                    "start",
-                ]
-            ),
-            capture_output=True,
-            env=env,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise BackendUnavailable(f"pg_ctl start failed: {result.stderr.decode()[-500:]}")
+        _run_postgres_tool(
+            [pg_ctl, "-D", str(datadir), "-o", options, "-w", "-t", "30",
+             "-l", str(workdir / "log"), "start"],
+            env, "pg_ctl start",
+        )  # fmt: skip
         try:
             yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
         finally:
