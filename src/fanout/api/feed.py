@@ -11,8 +11,9 @@ from fanout.api import wire
 from fanout.api.accounts import UserOut, user_out
 from fanout.api.routing import Context, Operation
 from fanout.api.wire import Limit, PageQuery
-from fanout.feed.model import Comment, Post, PostId
+from fanout.feed.model import Comment, PostId
 from fanout.feed.service import FollowPage
+from fanout.feed.wire import PostOut, post_out
 
 __all__ = ["OPERATIONS"]
 
@@ -32,17 +33,6 @@ class CreatePost(msgspec.Struct, forbid_unknown_fields=True):
 
 class CreateComment(msgspec.Struct, forbid_unknown_fields=True):
     text: Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
-
-
-class PostOut(msgspec.Struct):
-    id: str
-    author_id: str
-    text: str
-    media_urls: list[str]
-    created_at: str
-    like_count: int
-    comment_count: int
-    liked_by_me: bool
 
 
 class CommentOut(msgspec.Struct):
@@ -66,13 +56,6 @@ class CommentList(msgspec.Struct):
 class UserList(msgspec.Struct):
     items: list[UserOut]
     next_cursor: str | None
-
-
-def post_out(post: Post, liked: bool) -> PostOut:
-    return PostOut(
-        str(post.id), str(post.author_id), post.text, list(post.media_urls),
-        wire.iso(post.created_ms), post.like_count, post.comment_count, liked,
-    )  # fmt: skip
 
 
 def comment_out(comment: Comment) -> CommentOut:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from typing import Annotated, Any, TypeVar
 
 import msgspec
 
 from fanout.core.errors import Invalid, MalformedInput
+from fanout.core.times import iso, parse_iso
 
 __all__ = ["Limit", "PageQuery", "convert", "decode", "encode", "iso", "parse_iso"]
 
@@ -66,30 +66,3 @@ def _problem(exc: msgspec.ValidationError) -> dict[str, str]:
     field = match.group("path").lstrip(".")
     field = re.sub(r"\[(\d+)\]", r".\1", field)
     return {"field": field, "message": text[: match.start()]}
-
-
-MIN_MS = 0  # 1970-01-01T00:00:00Z: no time before the epoch means anything here
-MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last time RFC 3339 can write
-
-
-def iso(unix_ms: int) -> str:
-    """RFC 3339 UTC with milliseconds: ``2026-11-21T20:33:07.123Z``."""
-    moment = dt.datetime.fromtimestamp(unix_ms // 1000, tz=dt.UTC)
-    return f"{moment.year:04d}" + moment.strftime("-%m-%dT%H:%M:%S.") + f"{unix_ms % 1000:03d}Z"
-
-
-def parse_iso(text: str) -> int:
-    """Unix milliseconds of an RFC 3339 time; ``Invalid`` if it is not one or has no zone."""
-    try:
-        moment = dt.datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise Invalid(f"not an RFC 3339 time: {text!r}") from exc
-    if moment.tzinfo is None:
-        raise Invalid(f"the time {text!r} needs a time zone (use Z for UTC)")
-    try:
-        unix_ms = int(moment.timestamp() * 1000)
-    except (OverflowError, ValueError) as exc:
-        raise Invalid(f"the time {text!r} is out of range") from exc
-    if not MIN_MS <= unix_ms <= MAX_MS:
-        raise Invalid(f"the time {text!r} is out of range (1970 to 9999)")
-    return unix_ms
