@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from fanout.accounts.model import UserId
 from fanout.accounts.ports import SecretStore, UserStore
+from fanout.chat.model import (
+    Channel,
+    ChannelId,
+    ChannelKind,
+    Event,
+    Message,
+    MessageId,
+    NewMessage,
+    UploadId,
+)
 from fanout.core.clock import SystemClock
 from fanout.core.log import Log
 
@@ -177,3 +190,163 @@ async def links(links_backend: dict[str, str], tmp_path: Path) -> AsyncIterator[
     yield LinksUnderTest(PostgresLinkStore(pg), PostgresClickStore(pg), RedisLinkCache(client))
     await client.aclose()
     await pg.close()
+
+
+# -- chat ----------------------------------------------------------------------------------------
+
+CHAT_BACKENDS = ["sqlite", "postgres"]
+CHAT_BASE_ID = 2**60  # ids above 2**53 catch any float or JS-number round trip
+CHAT_START_MS = 1_767_225_600_000
+
+
+@dataclass
+class ChatUnderTest:
+    """Chat's stores on one backend, with id and time sources and a view of the log."""
+
+    channels: Any
+    messages: Any
+    uploads: Any
+    # The ``chat.events`` payloads keyed by one channel, in log order, everything committed.
+    logged: Callable[[int], Awaitable[list[bytes]]]
+    _ids: Iterator[int] = field(default_factory=lambda: itertools.count(CHAT_BASE_ID + 1))
+    _ms: Iterator[int] = field(default_factory=lambda: itertools.count(CHAT_START_MS, 7))
+
+    def next_id(self) -> int:
+        """Increasing, like Snowflakes: a later message has a larger id."""
+        return next(self._ids)
+
+    def now_ms(self) -> int:
+        return next(self._ms)
+
+    async def group(self, *members: int, kind: ChannelKind = "group") -> Channel:
+        """A new channel created by the first member, holding all of them."""
+        draft = Channel(ChannelId(self.next_id()), kind, f"{kind} {len(members)}",
+                        UserId(members[0]), self.now_ms(), 0, 0, len(members))  # fmt: skip
+        channel, created = await self.channels.create(
+            draft, [UserId(m) for m in members], dm_pair=None
+        )
+        assert created
+        return channel  # type: ignore[no-any-return]  # ``channels`` is an adapter typed Any
+
+    def draft(
+        self, channel_id: int, sender: int, text: str, *, cmid: str | None = None,
+        attachments: tuple[int, ...] = (),
+    ) -> NewMessage:  # fmt: skip
+        """A message to send, with a fresh id (as a retry would have) and ``cmid`` if given."""
+        message_id = self.next_id()
+        return NewMessage(MessageId(message_id), ChannelId(channel_id), UserId(sender),
+                          cmid or f"c{message_id}", text,
+                          tuple(UploadId(a) for a in attachments), self.now_ms())  # fmt: skip
+
+    async def send(self, channel_id: int, sender: int, text: str, **kw: Any) -> Message:
+        """Send a new message; the stored message (its event must be new)."""
+        message, event = await self.messages.send(self.draft(channel_id, sender, text, **kw))
+        assert isinstance(event, Event) and event.kind == "message"
+        return message  # type: ignore[no-any-return]
+
+
+@pytest.fixture(params=CHAT_BACKENDS)
+def chat_backend(request: pytest.FixtureRequest) -> tuple[str, str | None]:
+    """Sync, so it may request the PostgreSQL server fixture (see ``account_backend``)."""
+    if request.param == "postgres":
+        return "postgres", request.getfixturevalue("fresh_database_url")
+    return request.param, None
+
+
+@pytest.fixture
+async def chat(
+    chat_backend: tuple[str, str | None], tmp_path: Path
+) -> AsyncIterator[ChatUnderTest]:
+    from fanout.core.log import Topics
+
+    backend, database_url = chat_backend
+    if backend == "sqlite":
+        from fanout.core.partition import partition_for
+        from fanout.storage.embedded.chat import SqliteChannelStore
+        from fanout.storage.embedded.chat_messages import SqliteMessageStore, SqliteUploadStore
+        from fanout.storage.embedded.engine import SqliteEngine
+        from fanout.storage.embedded.log import SqliteLog
+
+        engine = SqliteEngine(tmp_path / "chat.sqlite3")
+        await engine.start()
+        log = SqliteLog(engine, SystemClock(), partitions=PARTITIONS)
+        groups = itertools.count()
+
+        async def logged_sqlite(channel_id: int) -> list[bytes]:
+            key, group = str(channel_id), f"inspect-{next(groups)}"  # a new group reads it all
+            partition = partition_for(key, PARTITIONS)
+            payloads: list[bytes] = []
+            while records := await log.read(Topics.CHAT_EVENTS, group, "c", partition, 500):
+                payloads += [r.payload for r in records if r.key == key]
+                await log.ack(group, records)
+            return payloads
+
+        yield ChatUnderTest(SqliteChannelStore(engine, log), SqliteMessageStore(engine, log),
+                            SqliteUploadStore(engine), logged_sqlite)  # fmt: skip
+        await engine.close()
+        return
+
+    from fanout.storage.postgres.chat import PostgresChannelStore
+    from fanout.storage.postgres.chat_messages import PostgresMessageStore, PostgresUploadStore
+    from fanout.storage.postgres.engine import PostgresEngine
+    from fanout.storage.postgres.outbox import PostgresOutbox
+
+    assert database_url is not None
+    pg = PostgresEngine(database_url)
+    await pg.start()
+    outbox = PostgresOutbox()
+
+    async def logged_postgres(channel_id: int) -> list[bytes]:
+        rows = await pg.fetch(
+            "SELECT payload FROM log_outbox WHERE topic = $1 AND key = $2 ORDER BY id",
+            Topics.CHAT_EVENTS,
+            str(channel_id),
+        )
+        return [bytes(r["payload"]) for r in rows]
+
+    yield ChatUnderTest(PostgresChannelStore(pg, outbox), PostgresMessageStore(pg, outbox),
+                        PostgresUploadStore(pg), logged_postgres)  # fmt: skip
+    await pg.close()
+
+
+PRESENCE_BACKENDS = ["memory", "redis"]
+
+
+@dataclass
+class PresenceUnderTest:
+    """Two handles on one presence state (two gateway processes on Redis; embedded mode has one
+    process, so both are the same store) and a way to let presence time pass."""
+
+    stores: tuple[Any, Any]
+    wait_ms: Callable[[int], Awaitable[None]]
+
+
+@pytest.fixture(params=PRESENCE_BACKENDS)
+async def presence(request: pytest.FixtureRequest) -> AsyncIterator[PresenceUnderTest]:
+    if request.param == "memory":
+        from fanout.core.clock import ManualClock
+        from fanout.storage.embedded.presence import MemoryPresenceStore
+
+        clock = ManualClock()
+        store = MemoryPresenceStore(clock)
+
+        async def advance(ms: int) -> None:
+            clock.advance(ms / 1000)
+
+        yield PresenceUnderTest((store, store), advance)
+        return
+
+    from fanout.storage.redis.connection import connect
+    from fanout.storage.redis.presence import RedisPresenceStore
+
+    url = request.getfixturevalue("clean_redis_url")
+    clients = [await connect(url), await connect(url)]
+
+    async def sleep(ms: int) -> None:
+        await asyncio.sleep(ms / 1000)
+
+    # Few shards and tiny sweep batches, so sweeping takes several passes per shard.
+    stores = tuple(RedisPresenceStore(c, shards=5, sweep_batch=4) for c in clients)
+    yield PresenceUnderTest((stores[0], stores[1]), sleep)
+    for client in clients:
+        await client.aclose()

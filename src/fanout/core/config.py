@@ -54,6 +54,10 @@ class Settings:
     # Chat (§5.2).
     chat_group_cap: int = 500
     chat_replay_cap: int = 1000
+    chat_large_cap: int = 10_000  # members in a large channel (live delivery to the online)
+    chat_small_up_to: int = 100  # channels this small share receipts and presence
+    chat_upload_max_bytes: int = 10 * 1_048_576
+    chat_queue_frames: int = 1_000  # a connection's outgoing queue; over it: close 4408
     presence_ttl_s: int = 90  # three missed 30 s heartbeats
     # Links (§5.4).
     links_code_key: str | None = None

@@ -138,12 +138,14 @@ class SqliteEngine:
                 failure = Unavailable("the SQLite engine was closed")
                 job.loop.call_soon_threadsafe(_settle_error, job.future, failure)
 
-    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` with a reader connection on the reader pool."""
+    async def read(self, fn: Callable[[sqlite3.Connection], T], *, snapshot: bool = False) -> T:
+        """Run ``fn`` with a reader connection on the reader pool; with ``snapshot`` inside one
+        read transaction, so all its statements see the same commit."""
         if self._pool is None:
             raise Unavailable("the SQLite engine is not running")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, functools.partial(self._run_read, fn))
+        run = functools.partial(self._run_read, _in_snapshot(fn) if snapshot else fn)
+        return await loop.run_in_executor(self._pool, run)
 
     async def ping(self) -> None:
         await self.read(lambda conn: conn.execute("SELECT 1").fetchone())
@@ -247,6 +249,17 @@ class SqliteEngine:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+
+
+def _in_snapshot(fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
+    def run(conn: sqlite3.Connection) -> T:
+        conn.execute("BEGIN")
+        try:
+            return fn(conn)
+        finally:
+            conn.execute("COMMIT")
+
+    return run
 
 
 def _statements(script: str) -> list[str]:

@@ -176,7 +176,7 @@ class SqliteClickStore:
             total, bots = row if row else (0, 0)
             return build_stats(granularity, from_ms, to_ms, buckets, dims, total, bots, top)
 
-        return await self._engine.read(query)
+        return await self._engine.read(query, snapshot=True)  # totals and dims agree
 
     async def prune(self, visitors_before_ms: int, minutes_before_ms: int) -> int:
         def job(tx: WriteTx) -> int:

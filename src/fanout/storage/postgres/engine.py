@@ -174,14 +174,22 @@ class PostgresEngine:
 
     # -- for adapters --------------------------------------------------------------------------
 
-    async def transaction(self, fn: Callable[[PgConnection], Awaitable[T]]) -> T:
-        """Run ``fn(conn)`` in one READ COMMITTED transaction and return its result.
+    async def transaction(
+        self, fn: Callable[[PgConnection], Awaitable[T]], *, snapshot: bool = False
+    ) -> T:
+        """Run ``fn(conn)`` in one READ COMMITTED transaction and return its result; with
+        ``snapshot`` a read-only REPEATABLE READ one, whose statements all see the same moment.
 
         Commits when ``fn`` returns, rolls back when it raises. ``fn.__name__`` names the
         transaction in ``Unavailable`` messages. Driver errors other than connection failures
         (constraint violations, serialization failures) propagate for the adapter to translate.
         """
-        async with self._connection(fn.__name__) as conn, conn.transaction():
+        async with (
+            self._connection(fn.__name__) as conn,
+            conn.transaction(
+                isolation="repeatable_read" if snapshot else "read_committed", readonly=snapshot
+            ),
+        ):
             return await fn(conn)
 
     async def execute(self, sql: str, *args: object) -> str:

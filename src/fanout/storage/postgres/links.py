@@ -280,7 +280,9 @@ class PostgresClickStore:
             clicks, bots = (total["clicks"], total["bots"]) if total else (0, 0)
             return build_stats(granularity, from_ms, to_ms, buckets, dims, clicks, bots, top)
 
-        return await self._engine.transaction(link_stats)
+        # One snapshot: an aggregation committing between the three reads would otherwise show
+        # totals that already count clicks whose dimensions were read before it.
+        return await self._engine.transaction(link_stats, snapshot=True)
 
     async def prune(self, visitors_before_ms: int, minutes_before_ms: int) -> int:
         visitors = await self._engine.execute(

@@ -80,6 +80,10 @@ class RedisSettings:
         )
 
 
+POOL_SIZE = 64  # connections per process; callers beyond wait up to POOL_WAIT_S
+POOL_WAIT_S = 5.0
+
+
 async def connect(url: str) -> aioredis.Redis:
     """A pooled client for ``url``, checked with a PING; raises ``Unavailable`` if unreachable.
 
@@ -103,8 +107,16 @@ async def connect(url: str) -> aioredis.Redis:
         retry=Retry(ExponentialWithJitterBackoff(base=RETRY_BASE_S, cap=RETRY_CAP_S), RETRIES),
         decode_responses=False,
     )
-    pool = client.connection_pool
-    pool.connection_class = _hiredis_packing(pool.connection_class)
+    # A bounded pool that makes callers wait for a free connection: redis-py's default pool
+    # raises at once when its connections are all busy (10 000 WebSockets closing together
+    # each release a presence lease).
+    default = client.connection_pool
+    client.connection_pool = aioredis.BlockingConnectionPool(
+        connection_class=_hiredis_packing(default.connection_class),
+        max_connections=POOL_SIZE,
+        timeout=POOL_WAIT_S,
+        **default.connection_kwargs,
+    )
     try:
         async with guard("connect", settings.connect_timeout_s + settings.socket_timeout_s):
             await client.ping()

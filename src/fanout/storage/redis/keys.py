@@ -9,6 +9,9 @@ Redis Cluster hash tag (the ``{...}`` part), so they live in one slot:
 * a timeline's sorted set and its built marker share ``{s<shard>}`` with every other timeline
   of the same shard (``owner % shards``), so one fan-out script call can write all timelines
   of a shard group (see :func:`timeline_groups` and ``storage/redis/timelines.py``);
+* a user's presence leases share ``{p<shard>}`` (``user % shards``) with the online set of that
+  shard, so one script can refresh a lease and the user's place in the online set together
+  (see ``storage/redis/presence.py``);
 * every other key is used alone, so its tag only spreads load.
 
 Topic names must not contain ``{`` or ``}``: they would move the hash tag.
@@ -23,6 +26,7 @@ from fanout.core.log import DLQ_SUFFIX
 
 __all__ = [
     "PREFIX",
+    "PRESENCE_SHARDS",
     "TIMELINE_SHARDS",
     "feed_snapshot",
     "link_cache",
@@ -30,6 +34,8 @@ __all__ = [
     "log_lease",
     "log_members",
     "log_stream",
+    "presence_leases",
+    "presence_online",
     "rate_limit_bucket",
     "timeline",
     "timeline_built",
@@ -47,6 +53,12 @@ PREFIX = "fanout:"
 # almost every user into shard 0, a prime modulus depends on every bit. Changing it renames
 # every timeline key (timelines are then rebuilt from pull, as for a new user).
 TIMELINE_SHARDS = 31
+
+# Presence hash tags, prime for the same reason (user ids are Snowflakes). Each shard's online
+# set is one key, so this many spread the heartbeat load over a cluster, and a sweep is this
+# many script calls, pipelined. Changing it renames every presence key: users look offline
+# until their next heartbeat.
+PRESENCE_SHARDS = 31
 
 
 def _partition_tag(topic: str, partition: int) -> str:
@@ -132,3 +144,25 @@ def link_cache(code: str) -> str:
     alone: braces in a requested code (tombstones are kept for any code asked for) only pick
     the key's slot."""
     return f"{PREFIX}link:{code}"
+
+
+def chat_route(topic: str) -> str:
+    """Pub/sub channel of a chat routing topic (``c<channel>``, ``u<user>``, ``p<user>``)."""
+    return f"{PREFIX}chat:route:{topic}"
+
+
+def presence_leases(user: int, shards: int = PRESENCE_SHARDS) -> str:
+    """Sorted set of the nodes holding ``user``'s connections, scored by lease expiry (server
+    ms), e.g. ``fanout:presence:{p5}:u:<user>``; expires (PEXPIREAT) with its latest lease."""
+    return f"{PREFIX}presence:{{p{user % shards}}}:u:{user}"
+
+
+def presence_online(shard: int) -> str:
+    """Sorted set of the users of one presence shard not yet seen offline, scored by their
+    latest lease expiry (server ms): ``fanout:presence:{p<shard>}:online``."""
+    return f"{PREFIX}presence:{{p{shard}}}:online"
+
+
+def links_events(topic: str) -> str:
+    """Pub/sub channel of link events (``deleted``) between the processes of a deployment."""
+    return f"{PREFIX}links:events:{topic}"

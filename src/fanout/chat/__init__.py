@@ -1,0 +1,1 @@
+"""Chat: channels with a gap-free event sequence, receipts, presence and the delivery hub."""
