@@ -24,6 +24,10 @@ from fanout.accounts.passwords import PasswordHasher
 from fanout.accounts.ports import SecretStore, UserStore
 from fanout.accounts.service import AccountService
 from fanout.accounts.tokens import TokenService
+from fanout.chat.hub import Hub
+from fanout.chat.notifier import OfflineNotifier
+from fanout.chat.ports import ChatStores, Router
+from fanout.chat.service import ChatService
 from fanout.core.clock import Clock, SystemClock
 from fanout.core.config import Settings
 from fanout.core.consumer import ConsumerRunner, Subscription
@@ -35,13 +39,15 @@ from fanout.feed.ports import FeedStores
 from fanout.feed.reader import FeedReader
 from fanout.feed.service import FeedService
 from fanout.feed.worker import FanoutWorker
+from fanout.gateway import GatewayFeed
 from fanout.links.clicks import GROUP as CLICKS_GROUP
 from fanout.links.clicks import ClickAggregator, ClickSink
 from fanout.links.codes import CodePermutation
-from fanout.links.ports import ClickStore, LinkCache, LinkStore
-from fanout.links.resolver import POSITIVE_TTL_S, SOLE_PROCESS_TTL_S, Resolver
+from fanout.links.ports import ClickStore, DeleteFeed, LinkCache, LinkStore
+from fanout.links.resolver import BROADCAST_TTL_S, SOLE_PROCESS_TTL_S, Resolver
 from fanout.links.service import LinkService
 from fanout.metrics import Metrics
+from fanout.storage.blobs import FileBlobStore
 
 __all__ = ["ROLES", "Backend", "Platform", "build"]
 
@@ -73,6 +79,9 @@ class Backend:
     links: LinkStore
     clicks: ClickStore
     link_cache: LinkCache | None
+    delete_feed: DeleteFeed | None
+    chat: ChatStores
+    router: Router
     checks: dict[str, Ping]
     background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     # Loops that end cleanly when told to: (job, stop); shutdown calls stop, then waits.
@@ -98,6 +107,8 @@ class Platform:
     feed_reader: FeedReader
     feed_worker: FanoutWorker
     links: LinkService
+    chat: ChatService
+    hub: Hub
     resolver: Resolver
     click_sink: ClickSink
     visitor_secret: bytes
@@ -173,16 +184,37 @@ async def build(
             CODE_KEY_NAME, secrets.token_hex(32)
         )
         # Embedded is one process: every delete passes through it, so found links may stay
-        # cached long. Scaled processes learn of other processes' deletes only by expiry.
-        ttl = POSITIVE_TTL_S if settings.scaled else SOLE_PROCESS_TTL_S
-        resolver = Resolver(backend.links, backend.link_cache, clock, positive_ttl_s=ttl)
+        # cached long. Scaled processes hear of each other's deletes through the delete feed.
+        ttl = BROADCAST_TTL_S if backend.delete_feed else SOLE_PROCESS_TTL_S
+        resolver = Resolver(backend.links, backend.link_cache, clock, positive_ttl_s=ttl,
+                            feed=backend.delete_feed)  # fmt: skip
+        if backend.delete_feed is not None:
+            await backend.delete_feed.start(resolver.invalidate, resolver.invalidate_all)
+            closers.append(backend.delete_feed.close)
         links = LinkService(
             backend.links, backend.clicks, resolver, CodePermutation(code_key.encode()), clock,
             ttl_days=settings.links_ttl_days, blocklist=settings.links_blocklist,
         )  # fmt: skip
+        chat = ChatService(
+            backend.chat, FileBlobStore(settings.data_dir / "blobs"), clock, ids.next_id,
+            group_cap=settings.chat_group_cap, large_cap=settings.chat_large_cap,
+            upload_max_bytes=settings.chat_upload_max_bytes,
+        )  # fmt: skip
+        hub = Hub(
+            chat, backend.router, clock, f"{os.uname().nodename}:{os.getpid()}:{ids.worker_id}",
+            presence_ttl_s=settings.presence_ttl_s, queue_frames=settings.chat_queue_frames,
+            replay_cap=settings.chat_replay_cap, small_up_to=settings.chat_small_up_to,
+            frame_rate=settings.rate_limit_per_s,
+        )  # fmt: skip
+        chat.live = hub
+        worker.live = GatewayFeed(hub, backend.chat.presence)
+        await hub.start()
+        closers.append(hub.close)
         sink = ClickSink(backend.log)
         aggregator = ClickAggregator(backend.clicks, clock)
         first, low = _subscriptions(roles if consume else (), worker, aggregator)
+        if consume and "chat" in roles:
+            first.append(OfflineNotifier(backend.chat, backend.log).subscription())
         name = f"{os.uname().nodename}:{os.getpid()}:{ids.worker_id}"
         runners = [
             ConsumerRunner(backend.log, subs, name, max_attempts=settings.log_max_attempts,
@@ -204,11 +236,12 @@ async def build(
             settings=settings, clock=clock, ids=ids, log=backend.log, users=backend.users,
             tokens=tokens, accounts=accounts, rate_limiter=backend.rate_limiter,
             metrics=Metrics(), feed=feed, feed_reader=reader, feed_worker=worker, links=links,
-            resolver=resolver, click_sink=sink,
+            chat=chat, hub=hub, resolver=resolver, click_sink=sink,
             visitor_secret=hmac.digest(secret.encode(), b"fanout-visitors", "sha256"),
             runners=runners, _checks=backend.checks, _closers=closers, _tasks=tasks,
             _graceful=graceful,
         )  # fmt: skip
+        hub.on_delivery = platform.metrics.chat_delivery.observe
         for runner in runners:
             await runner.start()
         return platform
@@ -245,11 +278,15 @@ def _subscriptions(
 
 
 async def _embedded(settings: Settings, clock: Clock, closers: list[Closer]) -> Backend:
+    from fanout.chat.routing import LocalRouter
     from fanout.storage.embedded.accounts import FileSecretStore, SqliteUserStore
+    from fanout.storage.embedded.chat import SqliteChannelStore
+    from fanout.storage.embedded.chat_messages import SqliteMessageStore, SqliteUploadStore
     from fanout.storage.embedded.engine import SqliteEngine
     from fanout.storage.embedded.feed import SqliteFollowStore, SqlitePostStore
     from fanout.storage.embedded.links import SqliteClickStore, SqliteLinkStore
     from fanout.storage.embedded.log import SqliteLog
+    from fanout.storage.embedded.presence import MemoryPresenceStore
     from fanout.storage.embedded.timelines import MemorySnapshotStore, SqliteTimelineStore
 
     engine = SqliteEngine(settings.sqlite_path)
@@ -275,6 +312,12 @@ async def _embedded(settings: Settings, clock: Clock, closers: list[Closer]) -> 
             snapshots=MemorySnapshotStore(clock),
         ),
         links=SqliteLinkStore(engine), clicks=SqliteClickStore(engine), link_cache=None,
+        delete_feed=None,
+        chat=ChatStores(
+            channels=SqliteChannelStore(engine, log_), messages=SqliteMessageStore(engine, log_),
+            uploads=SqliteUploadStore(engine), presence=MemoryPresenceStore(clock),
+        ),
+        router=LocalRouter(),
         checks={"sqlite": engine.ping},
         background=[compact_forever],
     )  # fmt: skip
@@ -282,15 +325,19 @@ async def _embedded(settings: Settings, clock: Clock, closers: list[Closer]) -> 
 
 async def _scaled(settings: Settings, clock: Clock, closers: list[Closer]) -> Backend:
     from fanout.storage.postgres.accounts import PostgresSecretStore, PostgresUserStore
+    from fanout.storage.postgres.chat import PostgresChannelStore
+    from fanout.storage.postgres.chat_messages import PostgresMessageStore, PostgresUploadStore
     from fanout.storage.postgres.engine import PostgresEngine
     from fanout.storage.postgres.feed import PostgresFollowStore, PostgresPostStore
     from fanout.storage.postgres.links import PostgresClickStore, PostgresLinkStore
     from fanout.storage.postgres.outbox import OutboxRelay, PostgresOutbox
     from fanout.storage.redis.connection import connect, ping
     from fanout.storage.redis.ids import WorkerIdLease
-    from fanout.storage.redis.links import RedisLinkCache
+    from fanout.storage.redis.links import RedisDeleteFeed, RedisLinkCache
     from fanout.storage.redis.log import RedisLog
+    from fanout.storage.redis.presence import RedisPresenceStore
     from fanout.storage.redis.ratelimit import RedisRateLimiter
+    from fanout.storage.redis.routing import RedisRouter
     from fanout.storage.redis.timelines import RedisSnapshotStore, RedisTimelineStore
 
     assert settings.database_url is not None and settings.redis_url is not None
@@ -333,7 +380,13 @@ async def _scaled(settings: Settings, clock: Clock, closers: list[Closer]) -> Ba
             snapshots=RedisSnapshotStore(client),
         ),
         links=PostgresLinkStore(engine), clicks=PostgresClickStore(engine),
-        link_cache=RedisLinkCache(client),
+        link_cache=RedisLinkCache(client), delete_feed=RedisDeleteFeed(client),
+        chat=ChatStores(
+            channels=PostgresChannelStore(engine, outbox),
+            messages=PostgresMessageStore(engine, outbox), uploads=PostgresUploadStore(engine),
+            presence=RedisPresenceStore(client),
+        ),
+        router=RedisRouter(client),
         checks={"postgres": engine.ping, "redis": ping_redis},
         background=[keep_worker_id],
         graceful=[(relay_forever, stop_relay.set)],

@@ -52,6 +52,21 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.chat_connections = Gauge(
+            names.CHAT_CONNECTIONS, "Open WebSocket connections", registry=self.registry
+        )
+        self.chat_frames = Gauge(
+            names.CHAT_FRAMES,
+            "Channel event frames handed to this process's WebSocket connections",
+            registry=self.registry,
+        )
+        self.chat_delivery = Histogram(
+            names.CHAT_DELIVERY_SECONDS,
+            "Seconds from a chat event's commit to its arrival at the gateway holding a member",
+            buckets=LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+
     async def refresh_lag(self, log: Log) -> None:
         for topic, group in await log.groups():
             self.log_lag.labels(topic, group).set(await log.lag(topic, group))

@@ -2,8 +2,9 @@
 
 ``create_app(settings)`` returns a plain ASGI app. Its lifespan builds the platform
 (``bootstrap.build``) on startup and closes it on shutdown, so one process serves the API and,
-in embedded mode, runs every consumer too. Middleware, outermost first: metrics, rate limiting,
-body size limit, then Starlette's routing and the error table of ``api/errors.py``.
+in embedded mode, runs every consumer too. Outermost first: the WebSocket gateway (``/v1/ws``),
+the redirect path, then metrics, rate limiting, body size limit, Starlette's routing and the
+error table of ``api/errors.py``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
-from fanout.api import accounts, feed, links, ops
+from fanout.api import accounts, chat, feed, links, ops
 from fanout.api.errors import install_error_handlers
 from fanout.api.metrics import MetricsMiddleware
 from fanout.api.middleware import BodyLimitMiddleware, ClientAddress, RateLimitMiddleware
@@ -23,6 +24,7 @@ from fanout.api.openapi import build_openapi
 from fanout.api.redirect import RedirectApp
 from fanout.api.routing import Operation, routes
 from fanout.api.wire import encode
+from fanout.api.ws import GatewayFront, WebSocketEndpoint
 from fanout.bootstrap import Platform, build
 from fanout.core.config import Settings
 from fanout.core.ratelimit import RateLimiter
@@ -36,6 +38,7 @@ OPERATIONS: list[Operation] = [
     *accounts.OPERATIONS,
     *feed.OPERATIONS,
     *links.OPERATIONS,
+    *chat.OPERATIONS,
 ]
 
 
@@ -94,11 +97,16 @@ def create_app(
     countries: CountryResolver = (
         MaxMindCountry(settings.links_geoip_db) if settings.links_geoip_db else HeaderCountry()
     )
-    return RedirectApp(stack, platform, address, settings.links_country_header, countries)
+    front = RedirectApp(stack, platform, address, settings.links_country_header, countries)
+    if operations is not None:  # a worker process holds no WebSockets
+        return front
+    return GatewayFront(front, WebSocketEndpoint(platform))
 
 
 def _limit_for(settings: Settings) -> Callable[[str], int]:
     def limit(path: str) -> int:
+        if path == "/v1/uploads":
+            return settings.chat_upload_max_bytes
         return settings.max_body_bytes
 
     return limit

@@ -54,6 +54,8 @@ async def metrics(ctx: Context) -> Response:
     resolver = platform.resolver  # plain counters on the hot path, published at scrape time
     platform.metrics.redirect_lookups.labels("all").set(resolver.lookups)
     platform.metrics.redirect_lookups.labels("lru_hit").set(resolver.hits)
+    platform.metrics.chat_connections.set(platform.hub.connections)
+    platform.metrics.chat_frames.set(platform.hub.frames_out)
     return Response(platform.metrics.render(), media_type="text/plain; version=0.0.4")
 
 

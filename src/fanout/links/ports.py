@@ -6,13 +6,13 @@ Adapters: ``storage/embedded/links.py``, ``storage/postgres/links.py``,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from fanout.accounts.model import UserId
 from fanout.links.model import Click, Link, LinkStats
 
-__all__ = ["ClickStore", "LinkCache", "LinkStore"]
+__all__ = ["ClickStore", "DeleteFeed", "LinkCache", "LinkStore"]
 
 
 class LinkStore(Protocol):
@@ -94,3 +94,17 @@ class LinkCache(Protocol):
         ...
 
     async def forget(self, code: str) -> None: ...
+
+
+class DeleteFeed(Protocol):
+    """Tells every process of a deployment which codes were deleted, so each may trust its
+    in-process cache long. Delivery may be lost while a process is disconnected: it is then
+    told of the gap (``on_gap``) and must forget everything it cached."""
+
+    async def start(
+        self, on_deleted: Callable[[str], None], on_gap: Callable[[], None]
+    ) -> None: ...
+
+    async def deleted(self, code: str) -> None: ...
+
+    async def close(self) -> None: ...

@@ -1,9 +1,11 @@
 """Resolving a code for a redirect: in-process LRU → shared cache (Redis) → store.
 
 Positive entries live ``POSITIVE_TTL_S`` in the LRU, so a link deleted through another process
-stops redirecting within that time (this process forgets it at once); unknown codes are cached
-``NEGATIVE_TTL_S`` so a scan of random codes cannot hammer the store. Links with a visit limit
-are counted in the store on every visit (the slow path; they are rare).
+stops redirecting within that time (this process forgets it at once) — or, with a delete feed
+telling every process of every delete (scaled: Redis pub/sub), ``BROADCAST_TTL_S``, the feed's
+failures bounded by that and by forgetting everything when the feed reports a gap. Unknown
+codes are cached ``NEGATIVE_TTL_S`` so a scan of random codes cannot hammer the store. Links
+with a visit limit are counted in the store on every visit (the slow path; they are rare).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from fanout.core.clock import Clock
 from fanout.core.errors import Unavailable
 from fanout.links.model import Link
-from fanout.links.ports import LinkCache, LinkStore
+from fanout.links.ports import DeleteFeed, LinkCache, LinkStore
 
 __all__ = ["Outcome", "Resolution", "Resolver"]
 
@@ -24,6 +26,7 @@ LRU_BYTES = 64 * 1024 * 1024  # in-process cache budget; entries cost their URL 
 ENTRY_OVERHEAD_B = 300  # the Link object, the tuple, the dict slot
 POSITIVE_TTL_S = 5.0  # how long another process may still redirect a deleted link
 SOLE_PROCESS_TTL_S = 300.0  # with no other process (embedded), deletes here invalidate at once
+BROADCAST_TTL_S = 60.0  # other processes hear of deletes through the feed; this bounds a miss
 NEGATIVE_TTL_S = 2.0  # unknown codes: long enough to absorb scans, short for new aliases
 SHARED_TTL_S = 300.0  # the shared cache is told of deletes, so it may keep links longer
 
@@ -53,6 +56,7 @@ class Resolver:
         clock: Clock,
         *,
         positive_ttl_s: float = POSITIVE_TTL_S,
+        feed: DeleteFeed | None = None,
     ) -> None:
         """``positive_ttl_s``: how long a found link is trusted in this process; only a single
         process (which sees every delete) may trust it long."""
@@ -60,6 +64,7 @@ class Resolver:
         self._cache = cache
         self._clock = clock
         self._positive_ttl_s = positive_ttl_s
+        self._feed = feed
         self._lru: OrderedDict[str, tuple[float, Link | None, int]] = OrderedDict()
         self._bytes = 0
         self._epoch = 0
@@ -145,3 +150,17 @@ class Resolver:
         self._drop(link.code)
         self._remember(link.code, link, self._clock.monotonic())
         await self._shared_put(link.code, link, SHARED_TTL_S, replace=True)
+        if self._feed is not None:
+            with contextlib.suppress(Unavailable):  # the others' LRU lifetime bounds a miss
+                await self._feed.deleted(link.code)
+
+    def invalidate(self, code: str) -> None:
+        """Another process deleted ``code``: stop trusting what this one cached."""
+        self._epoch += 1
+        self._drop(code)
+
+    def invalidate_all(self) -> None:
+        """The delete feed lost messages: forget every cached link."""
+        self._epoch += 1
+        self._lru.clear()
+        self._bytes = 0

@@ -7,6 +7,8 @@ command under :func:`guard`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import msgspec
 import redis.asyncio as aioredis
 
@@ -14,8 +16,9 @@ from fanout.accounts.model import UserId
 from fanout.links.model import Link
 from fanout.storage.redis import keys
 from fanout.storage.redis.connection import guard
+from fanout.storage.redis.routing import RedisRouter
 
-__all__ = ["RedisLinkCache"]
+__all__ = ["RedisDeleteFeed", "RedisLinkCache"]
 
 MIN_TTL_MS = 1  # PX must be positive; a shorter positive lifetime still caches for 1 ms
 _TOMBSTONE = b""  # "no such code": no packed link is empty
@@ -79,3 +82,27 @@ class RedisLinkCache:
     async def forget(self, code: str) -> None:
         async with guard("link cache forget"):
             await self._client.delete(keys.link_cache(code))
+
+
+class RedisDeleteFeed:
+    """Deletes announced over Redis pub/sub (port :class:`fanout.links.ports.DeleteFeed`),
+    on the same subscriber machinery as chat's routing, under its own prefix."""
+
+    TOPIC = "deleted"
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._router = RedisRouter(client, prefix=keys.links_events(""))
+
+    async def start(self, on_deleted: Callable[[str], None], on_gap: Callable[[], None]) -> None:
+        def handle(topic: str, payload: bytes) -> None:
+            on_deleted(payload.decode())
+
+        self._router.on_gap = on_gap
+        await self._router.start(handle)
+        await self._router.subscribe([self.TOPIC])
+
+    async def deleted(self, code: str) -> None:
+        await self._router.publish(self.TOPIC, code.encode())
+
+    async def close(self) -> None:
+        await self._router.close()
