@@ -54,14 +54,15 @@ def _serve(server: str, port: int) -> None:
     if server == "uvicorn":
         import uvicorn
 
+        from fanout.api.websocket import WebSocketProtocol
+
         uvicorn.run(
             app,
             host="127.0.0.1",
             port=port,
             loop="uvloop",
             http="httptools",
-            ws="websockets-sansio",
-            ws_per_message_deflate=False,
+            ws=WebSocketProtocol,
             lifespan="on",
             log_level="warning",
             access_log=False,

@@ -21,6 +21,7 @@ import msgspec
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fanout.accounts.model import UserId
+from fanout.api.websocket import WebSocketProtocol
 from fanout.chat import frames
 from fanout.chat.connection import CLOSE_UNAUTHORIZED, Connection, RawWrite
 from fanout.chat.hub import Hub
@@ -91,32 +92,14 @@ class WebSocketEndpoint:
 
 
 def raw_writer(send: Send) -> RawWrite | None:
-    """Whole frames written straight to the socket, when the server is uvicorn's
-    websockets-sansio protocol (the default server): the hub's frame bytes are the same for
+    """Whole frames written straight to the socket, when the server runs our WebSocket protocol
+    (``api/websocket.py``, what ``fanout serve`` uses): the hub's frame bytes are the same for
     every connection, so a delivery costs one ``transport.write`` instead of re-framing the text
     per connection (a third of a 500-member fan-out's CPU). Any other server: None, and frames go
     through ASGI ``send``. Writes are refused (False) once the socket is closing or congested —
     then the connection queues and the ASGI ``send`` waits for room, in order."""
-    protocol: Any = getattr(send, "__self__", None)
-    transport: Any = getattr(protocol, "transport", None)
-    writable = getattr(protocol, "writable", None)
-    if (
-        type(protocol).__name__ != "WebSocketsSansIOProtocol"
-        or not isinstance(writable, asyncio.Event)
-        or not callable(getattr(transport, "write", None))  # uvloop's is no WriteTransport
-        or not callable(getattr(transport, "is_closing", None))
-    ):
-        return None
-
-    def write(frame: bytes) -> bool:
-        if protocol.close_sent or protocol.disconnected or not writable.is_set():
-            return False
-        if transport.is_closing():
-            return False
-        transport.write(frame)
-        return True
-
-    return write
+    protocol = getattr(send, "__self__", None)
+    return protocol.write_frame if isinstance(protocol, WebSocketProtocol) else None
 
 
 class GatewayFront:

@@ -20,6 +20,7 @@ from typing import Any
 
 from fanout.accounts.model import UserId
 from fanout.chat.model import ChannelId
+from fanout.core import websocket
 from fanout.core.ratelimit import Bucket
 
 __all__ = ["CLOSE_SLOW", "CLOSE_UNAUTHORIZED", "Connection", "Outgoing", "RawWrite"]
@@ -47,15 +48,7 @@ class Outgoing:
     def wire(self) -> bytes:
         """The unmasked, unfragmented text frame (RFC 6455 §5.2)."""
         if self._wire is None:
-            payload = self.text.encode()
-            size = len(payload)
-            if size < 126:
-                head = bytes((0x81, size))
-            elif size < 65_536:
-                head = bytes((0x81, 126)) + size.to_bytes(2, "big")
-            else:
-                head = bytes((0x81, 127)) + size.to_bytes(8, "big")
-            self._wire = head + payload
+            self._wire = websocket.frame(websocket.OP_TEXT, self.text.encode())
         return self._wire
 
 
