@@ -54,16 +54,30 @@ class EchoApp:
             text = message.get("text")
             if text == "bye":
                 return
-            if text is not None and text.startswith("close:"):
-                await send({"type": "websocket.close", "code": int(text[6:]), "reason": "asked"})
-                continue
-            if text is not None and text.startswith("flood:"):
-                for i in range(int(text[6:])):
-                    await send({"type": "websocket.send", "text": f"{i:08d}" + "x" * 1000})
-                    self.sent = i + 1
+            command, _, arg = (text or "").partition(":")
+            if command in ("close", "mixed", "flood"):
+                await getattr(self, command)(send, int(arg))
                 continue
             body = {k: v for k, v in message.items() if k != "type"}
             await send({"type": "websocket.send", **body})
+
+    async def close(self, send: Any, code: int) -> None:
+        await send({"type": "websocket.close", "code": code, "reason": "asked"})
+
+    async def mixed(self, send: Any, n: int) -> None:
+        protocol = send.__self__  # frames straight to the socket, as the hub writes them
+        for i in range(n):
+            if i % 3 == 0:
+                await send({"type": "websocket.send", "text": str(i)})
+            else:
+                assert protocol.write_frame(ws.frame(ws.OP_TEXT, str(i).encode()))
+            if i % 7 == 0:
+                await asyncio.sleep(0)
+
+    async def flood(self, send: Any, n: int) -> None:
+        for i in range(n):
+            await send({"type": "websocket.send", "text": f"{i:08d}" + "x" * 1000})
+            self.sent = i + 1
 
 
 class Served:
@@ -134,6 +148,12 @@ async def test_a_fragmented_message_arrives_whole(served: Served) -> None:
     async with connect(served.url(), compression=None) as client:
         await client.send(["frag", "men", "ted"])
         assert await client.recv() == "fragmented"
+
+
+async def test_direct_frames_and_asgi_sends_keep_their_order(served: Served) -> None:
+    async with connect(served.url(), compression=None) as client:
+        await client.send("mixed:500")
+        assert [await client.recv() for _ in range(500)] == [str(i) for i in range(500)]
 
 
 async def test_pings_are_answered(served: Served) -> None:
