@@ -211,14 +211,12 @@ class WebSocketProtocol(asyncio.Protocol):
         500 system calls, not 500 per event."""
         if self._state != _OPEN or self._drained is not None:
             return False
-        transport = self._transport
-        if transport is None or transport.is_closing():
-            return False
-        if self._batch is None:
+        batch = self._batch
+        if batch is None:
             self._batch = [data]
             self._flush.soon(self)
         else:
-            self._batch.append(data)
+            batch.append(data)
         return True
 
     def flush(self) -> None:

@@ -36,20 +36,14 @@ RawWrite = Callable[[bytes], bool]  # writes a whole frame now, or answers False
 
 
 class Outgoing:
-    """One frame for any number of connections: its text, and its wire bytes made once."""
+    """One frame for any number of connections: its text, and its wire bytes — the unmasked,
+    unfragmented text frame (RFC 6455 §5.2) — made once."""
 
-    __slots__ = ("_wire", "text")
+    __slots__ = ("text", "wire")
 
     def __init__(self, text: str) -> None:
         self.text = text
-        self._wire: bytes | None = None
-
-    @property
-    def wire(self) -> bytes:
-        """The unmasked, unfragmented text frame (RFC 6455 §5.2)."""
-        if self._wire is None:
-            self._wire = websocket.frame(websocket.OP_TEXT, self.text.encode())
-        return self._wire
+        self.wire = websocket.frame(websocket.OP_TEXT, text.encode())
 
 
 class Connection:
@@ -96,8 +90,8 @@ class Connection:
         if self.closed:
             return
         out = frame if isinstance(frame, Outgoing) else Outgoing(frame)
-        idle = not self._queue and self._writer is None
-        if idle and self._raw is not None and self._raw(out.wire):
+        raw = self._raw
+        if raw is not None and not self._queue and self._writer is None and raw(out.wire):
             return
         if self._queue is None:
             self._queue = deque()
@@ -118,7 +112,10 @@ class Connection:
                     (channel_id, seq, frame if isinstance(frame, Outgoing) else Outgoing(frame))
                 )
             return
-        self.offer_event_now(channel_id, seq, frame)
+        seqs = self.seqs  # offer_event_now, inlined: this runs once per frame per recipient
+        if seq > seqs.get(channel_id, 0):
+            seqs[channel_id] = seq
+            self.offer(frame)
 
     def offer_event_now(self, channel_id: ChannelId, seq: int, frame: str | Outgoing) -> None:
         """Queue a channel event, held or not, unless this connection had it already."""

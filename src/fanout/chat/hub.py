@@ -294,10 +294,12 @@ class Hub:
         self._next[channel_id] = seq + 1
         if kind == "join" and about in self._users:
             self._index(UserId(about), channel_id, seq)
+        users, sent = self._users, 0
         for user in list(self._members.get(channel_id, ())):
-            for conn in self._users.get(user, ()):
+            for conn in users.get(user, ()):
                 conn.offer_event(channel_id, seq, text)
-                self.frames_out += 1
+                sent += 1
+        self.frames_out += sent
         if kind == "leave" and about in self._users:
             topics = self._leave_locally(UserId(about), channel_id)
             if topics:
