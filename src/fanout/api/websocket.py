@@ -34,6 +34,7 @@ __all__ = ["MAX_QUEUED", "WebSocketProtocol"]
 log = logging.getLogger(__name__)
 
 MAX_QUEUED = 16  # received messages the app has not taken yet; over it, reading pauses
+SWEEP_SLICE = 256  # sockets the keepalive sweep handles before letting other work run
 CLOSE_TIMEOUT_S = 5.0  # how long a sent close frame waits for the peer's before hanging up
 
 _HANDSHAKE, _OPEN, _CLOSING, _CLOSED = range(4)
@@ -455,7 +456,9 @@ class _Keepalive:
     async def _sweep(self) -> None:
         while self.sockets:  # ends with the last socket; the next one starts a new sweep
             await asyncio.sleep(self.interval)
-            for protocol in list(self.sockets):
+            for n, protocol in enumerate(list(self.sockets)):
+                if n % SWEEP_SLICE == SWEEP_SLICE - 1:
+                    await asyncio.sleep(0)  # let deliveries run between slices
                 if protocol.seen:
                     protocol.seen = False
                 elif protocol.pinged:
