@@ -1,11 +1,11 @@
 """The WebSocket clients of ``fanout bench chat``, in client processes driven over pipes.
 
 ``bench.chat_setup.place`` decides which process holds which client, on which server. Each
-process runs uvloop and holds its clients as ``asyncio.Protocol`` objects around websockets'
-sans-I/O ``ClientProtocol`` (the library does the handshake, masking, ping/pong and closing; a
-connection costs no task). Client CPU per received frame, measured here with 500 connections
-receiving a 500-member group's frames: websockets' asyncio client 24 µs, this 11 µs (a
-hand-written frame parser: 7 µs) — less than half the asyncio client's, on the library still.
+process runs uvloop and holds its clients as ``asyncio.Protocol`` objects (a connection costs
+no task). websockets' sans-I/O ``ClientProtocol`` does the handshake and masks what clients
+send; once the handshake is done, ``bench.chat_wire.ServerFrames`` reads the server's frames.
+Client CPU per received frame, with 500 connections receiving a 500-member group's frames:
+websockets' asyncio client 24 µs, its sans-I/O parser 11 µs, the hand-written one 7 µs.
 
 Latency: the sender writes ``"<phase> <perf_counter_ns>"`` as the text. ``perf_counter`` is
 CLOCK_MONOTONIC, one clock for every process of the machine, so a receiver in the other process
@@ -26,17 +26,16 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from multiprocessing.connection import Connection as Pipe
 from typing import Any, cast
 
-import msgspec
 from websockets.client import ClientProtocol
 from websockets.frames import Opcode
 from websockets.http11 import Response
 from websockets.uri import parse_uri
 
 from bench.chat_setup import Spec
+from bench.chat_wire import OP_CLOSE, OP_PING, OP_TEXT, Phase, ServerFrames, Tally
 
 __all__ = ["ClientProcs"]
 
@@ -48,75 +47,13 @@ ACK_TIMEOUT_S = 10.0  # a blast sender gives up waiting for its ``sent`` after t
 _PING = b'{"type":"ping"}'
 
 
-class _Message(msgspec.Struct):
-    sender_id: str
-    text: str
-
-
-class _Frame(msgspec.Struct):
-    type: str
-    message: _Message | str | None = None  # an error frame's message is its text
-    client_msg_id: str | None = None
-    code: str | None = None  # of an error frame
-
-
-_decode = msgspec.json.Decoder(_Frame).decode
-
-
-@dataclass
-class _Phase:
-    samples: array.array[int] = field(default_factory=lambda: array.array("q"))
-    frames: int = 0  # event frames received, the senders' own copies included
-    last_ns: int = 0
-    refused: int = 0  # sends answered with an error frame
-
-
-class _Tally:
-    """What one process's clients received, per phase (frames of a phase may arrive late)."""
-
-    def __init__(self) -> None:
-        self.phases: dict[int, _Phase] = {}
-        self.errors: Counter[str] = Counter()  # error frames by code
-        self.closes: Counter[int] = Counter()
-
-    def phase(self, phase: int) -> _Phase:
-        if phase not in self.phases:
-            self.phases[phase] = _Phase()
-        return self.phases[phase]
-
-    def frame(self, client: _Client, data: bytes, now: int) -> None:
-        try:
-            frame = _decode(data)
-        except msgspec.DecodeError:  # counted: an exception here would close the connection
-            self.errors["undecodable"] += 1
-            return
-        kind = frame.type
-        if kind == "event":
-            message = frame.message
-            if not isinstance(message, _Message):  # a join or leave: not ours
-                return
-            tag, _, sent = message.text.partition(" ")
-            got = self.phase(int(tag))
-            got.frames += 1
-            got.last_ns = now
-            if message.sender_id != client.user_id:
-                got.samples.append(now - int(sent))
-        elif kind == "sent":
-            client.acked(frame.client_msg_id)
-        elif kind == "pong":
-            client.ponged()
-        elif kind == "error":
-            self.errors[frame.code or "?"] += 1
-            if frame.client_msg_id:  # "<phase>-…": a send of that phase was refused
-                self.phase(int(frame.client_msg_id.split("-", 1)[0])).refused += 1
-            client.acked(frame.client_msg_id)
-
-
 class _Client(asyncio.Protocol):
-    def __init__(self, user_id: str, uri: str, tally: _Tally) -> None:
+    def __init__(self, user_id: str, uri: str, tally: Tally) -> None:
         self.user_id = user_id
-        self._ws = ClientProtocol(parse_uri(uri), max_size=None)
+        self._ws = ClientProtocol(parse_uri(uri), max_size=None)  # handshake and sending
+        self._frames: ServerFrames | None = None  # reading, once the handshake is done
         self._tally = tally
+        self.close_code = 1006
         self._transport: asyncio.Transport | None = None
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.pending: dict[str, asyncio.Future[None]] = {}
@@ -130,6 +67,20 @@ class _Client(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         now = time.perf_counter_ns()  # once per read: when these frames reached the client
         ws = self._ws
+        if self._frames is not None:
+            for opcode, payload in self._frames.feed(data):
+                if opcode == OP_TEXT:
+                    self._tally.frame(self, payload, now)
+                elif opcode == OP_PING:
+                    ws.send_pong(payload)
+                elif opcode == OP_CLOSE:
+                    self.close_code = int.from_bytes(payload[:2], "big") if payload else 1005
+                    ws.send_close(self.close_code if self.close_code != 1005 else 1000)
+                    self._flush()
+                    self.close()
+                    return
+            self._flush()
+            return
         ws.receive_data(data)
         for event in ws.events_received():
             if isinstance(event, Response):
@@ -140,6 +91,8 @@ class _Client(asyncio.Protocol):
                     ws.send_text(_PING)  # the first frame: no events held back for a resume
             elif event.opcode is Opcode.TEXT:
                 self._tally.frame(self, event.data, now)
+        if self.open and self._frames is None and not ws.reader.buffer:
+            self._frames = ServerFrames()  # nothing half-read by the library: take over
         self._flush()
 
     def _flush(self) -> None:
@@ -152,7 +105,7 @@ class _Client(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.open:
-            self._tally.closes[self._ws.close_code or 1006] += 1
+            self._tally.closes[self._ws.close_code or self.close_code] += 1
         self.open = False
         self._fail(exc or ConnectionError("connection lost"))
         for fut in self.pending.values():
@@ -192,7 +145,7 @@ class _Fleet:
 
     def __init__(self, spec: Spec, pipe: Pipe) -> None:
         self.spec, self._pipe = spec, pipe
-        self.tally = _Tally()
+        self.tally = Tally()
         self.clients: list[_Client] = []
         weights = [len(r.local) / r.size for r in spec.rooms]
         self._share = sum(weights) / spec.rooms_total  # of the run's rate, sent from here
@@ -304,7 +257,7 @@ class _Fleet:
         return len(self.tally.phase(phase).samples)
 
     async def collect(self, phase: int) -> dict[str, Any]:
-        got = self.tally.phases.pop(phase, _Phase())
+        got = self.tally.phases.pop(phase, Phase())
         return {"samples": got.samples.tobytes(), "frames": got.frames, "last_ns": got.last_ns,
                 "refused": got.refused}  # fmt: skip
 

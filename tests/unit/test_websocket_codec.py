@@ -149,3 +149,19 @@ def test_unmasking_twice_gives_the_payload_back(payload: bytes, mask: bytes) -> 
     masked = ws.unmask(payload, mask)
     assert masked == bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
     assert ws.unmask(masked, mask) == payload
+
+
+@given(st.lists(st.tuples(st.sampled_from([ws.OP_TEXT, ws.OP_PING, ws.OP_CLOSE]),
+                          st.binary(max_size=70_000)), max_size=6), st.data())  # fmt: skip
+@settings(max_examples=100, deadline=None)
+def test_the_benchmark_clients_read_server_frames_however_the_bytes_are_split(
+    sent: list[tuple[int, bytes]], data: st.DataObject
+) -> None:
+    from bench.chat_wire import ServerFrames
+
+    stream = b"".join(ws.frame(opcode, payload) for opcode, payload in sent)
+    splits = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=8)))
+    reader, got = ServerFrames(), []
+    for a, b in zip([0, *splits], [*splits, len(stream)], strict=True):
+        got += reader.feed(stream[a:b])
+    assert got == sent
