@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from collections import deque
 from collections.abc import MutableMapping
 from http import HTTPStatus
@@ -27,6 +26,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.utils import ClientDisconnected, get_local_addr, get_remote_addr, is_ssl
 from uvicorn.server import ServerState
 
+from fanout.api.websocket_loop import Flush, Keepalive
 from fanout.core import websocket as wire
 
 __all__ = ["MAX_QUEUED", "WebSocketProtocol"]
@@ -34,7 +34,6 @@ __all__ = ["MAX_QUEUED", "WebSocketProtocol"]
 log = logging.getLogger(__name__)
 
 MAX_QUEUED = 16  # received messages the app has not taken yet; over it, reading pauses
-SWEEP_SLICE = 256  # sockets the keepalive sweep handles before letting other work run
 CLOSE_TIMEOUT_S = 5.0  # how long a sent close frame waits for the peer's before hanging up
 
 _HANDSHAKE, _OPEN, _CLOSING, _CLOSED = range(4)
@@ -74,7 +73,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self._app_state = app_state
         self._transport: asyncio.Transport | None = None
         self._batch: list[bytes] | None = None  # frames taken for this loop iteration's write
-        self._flush = _Flush.of(_loop or asyncio.get_running_loop())
+        self._flush = Flush.of(_loop or asyncio.get_running_loop())
         self._reader = wire.FrameReader(config.ws_max_size)
         self._state = _HANDSHAKE
         self._scope: dict[str, Any] | None = None
@@ -125,7 +124,7 @@ class WebSocketProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._state = _CLOSED
         self._server_state.connections.discard(self)
-        _Keepalive.forget(self)
+        Keepalive.forget(self)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -313,7 +312,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self._write(b"".join(lines) + b"\r\n")
         self._scope["headers"] = []  # an idle socket should not keep its request around
         self._state = _OPEN
-        _Keepalive.watch(self, self._config.ws_ping_interval)
+        Keepalive.watch(self, self._config.ws_ping_interval)
 
     def _respond(self, status: HTTPStatus, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
         body = status.phrase.encode()
@@ -392,78 +391,3 @@ class WebSocketProtocol(asyncio.Protocol):
     def expire(self) -> None:
         """Silent through a ping and a whole interval: give up on the peer."""
         self._fail(1011, "keepalive ping timeout")
-
-
-class _Flush:
-    """One event loop's sockets with frames taken in this iteration, written once it ran."""
-
-    _loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Flush] = (
-        weakref.WeakKeyDictionary()
-    )
-
-    def __init__(self) -> None:
-        self.pending: list[WebSocketProtocol] = []
-
-    @classmethod
-    def of(cls, loop: asyncio.AbstractEventLoop) -> _Flush:
-        flush = cls._loops.get(loop)
-        if flush is None:
-            flush = cls._loops[loop] = cls()
-        return flush
-
-    def soon(self, protocol: WebSocketProtocol) -> None:
-        if not self.pending:
-            asyncio.get_running_loop().call_soon(self.run)
-        self.pending.append(protocol)
-
-    def run(self) -> None:
-        pending, self.pending = self.pending, []
-        for protocol in pending:
-            protocol.flush()
-
-
-class _Keepalive:
-    """One sweep per event loop over its open sockets (a timer per socket costs memory)."""
-
-    _sweeps: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Keepalive] = (
-        weakref.WeakKeyDictionary()
-    )
-
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self.sockets: set[WebSocketProtocol] = set()
-        self.task = asyncio.get_running_loop().create_task(self._sweep())
-
-    @classmethod
-    def watch(cls, protocol: WebSocketProtocol, interval: float | None) -> None:
-        if not interval or interval <= 0:
-            return
-        loop = asyncio.get_running_loop()
-        sweep = cls._sweeps.get(loop)
-        if sweep is None or sweep.task.done():
-            sweep = cls._sweeps[loop] = cls(interval)
-        sweep.sockets.add(protocol)
-
-    @classmethod
-    def forget(cls, protocol: WebSocketProtocol) -> None:
-        try:
-            sweep = cls._sweeps.get(asyncio.get_running_loop())
-        except RuntimeError:
-            return
-        if sweep is not None:
-            sweep.sockets.discard(protocol)
-
-    async def _sweep(self) -> None:
-        while self.sockets:  # ends with the last socket; the next one starts a new sweep
-            await asyncio.sleep(self.interval)
-            for n, protocol in enumerate(list(self.sockets)):
-                if n % SWEEP_SLICE == SWEEP_SLICE - 1:
-                    await asyncio.sleep(0)  # let deliveries run between slices
-                if protocol.seen:
-                    protocol.seen = False
-                elif protocol.pinged:
-                    self.sockets.discard(protocol)
-                    protocol.expire()
-                else:
-                    protocol.pinged = True
-                    protocol.ping()
