@@ -30,7 +30,7 @@ from fanout.core.log import Log
 LogFactory = Callable[[], Awaitable[Log]]
 
 LOG_BACKENDS = ["sqlite", "redis"]
-ACCOUNT_BACKENDS = ["sqlite", "postgres"]
+SQL_BACKENDS = ["sqlite", "postgres"]  # the stores that live in SQLite or PostgreSQL
 PARTITIONS = 4
 
 
@@ -72,8 +72,8 @@ class AccountStores:
     secrets: SecretStore
 
 
-@pytest.fixture(params=ACCOUNT_BACKENDS)
-def account_backend(request: pytest.FixtureRequest) -> tuple[str, str | None]:
+@pytest.fixture(params=SQL_BACKENDS)
+def sql_backend(request: pytest.FixtureRequest) -> tuple[str, str | None]:
     """The backend name and, for PostgreSQL, a fresh database's URL.
 
     Sync on purpose: an async fixture cannot ``getfixturevalue`` another async fixture (the
@@ -86,10 +86,10 @@ def account_backend(request: pytest.FixtureRequest) -> tuple[str, str | None]:
 
 @pytest.fixture
 async def accounts(
-    account_backend: tuple[str, str | None], tmp_path: Path
+    sql_backend: tuple[str, str | None], tmp_path: Path
 ) -> AsyncIterator[AccountStores]:
     """The accounts stores of one backend, on a fresh database."""
-    backend, database_url = account_backend
+    backend, database_url = sql_backend
     if backend == "sqlite":
         from fanout.storage.embedded.accounts import FileSecretStore, SqliteUserStore
         from fanout.storage.embedded.engine import SqliteEngine
@@ -194,7 +194,6 @@ async def links(links_backend: dict[str, str], tmp_path: Path) -> AsyncIterator[
 
 # -- chat ----------------------------------------------------------------------------------------
 
-CHAT_BACKENDS = ["sqlite", "postgres"]
 CHAT_BASE_ID = 2**60  # ids above 2**53 catch any float or JS-number round trip
 CHAT_START_MS = 1_767_225_600_000
 
@@ -245,21 +244,11 @@ class ChatUnderTest:
         return message  # type: ignore[no-any-return]
 
 
-@pytest.fixture(params=CHAT_BACKENDS)
-def chat_backend(request: pytest.FixtureRequest) -> tuple[str, str | None]:
-    """Sync, so it may request the PostgreSQL server fixture (see ``account_backend``)."""
-    if request.param == "postgres":
-        return "postgres", request.getfixturevalue("fresh_database_url")
-    return request.param, None
-
-
 @pytest.fixture
-async def chat(
-    chat_backend: tuple[str, str | None], tmp_path: Path
-) -> AsyncIterator[ChatUnderTest]:
+async def chat(sql_backend: tuple[str, str | None], tmp_path: Path) -> AsyncIterator[ChatUnderTest]:
     from fanout.core.log import Topics
 
-    backend, database_url = chat_backend
+    backend, database_url = sql_backend
     if backend == "sqlite":
         from fanout.core.partition import partition_for
         from fanout.storage.embedded.chat import SqliteChannelStore

@@ -44,6 +44,12 @@ async def send_all(
             await asyncio.sleep(pause)
 
 
+def two_nodes(node_factory: Any, redis_url: str, database_url: str) -> tuple[Any, Any]:
+    """Two scaled ``fanout serve`` processes sharing one Redis and one database, started."""
+    env = {"FANOUT_REDIS_URL": redis_url, "FANOUT_DATABASE_URL": database_url}
+    return node_factory("serve", env=env).start(), node_factory("serve", env=env).start()
+
+
 def group_of(node: Any, users: list[tuple[str, str]]) -> str:
     with node.client() as http:
         made = http.post(
@@ -58,9 +64,7 @@ def group_of(node: Any, users: list[tuple[str, str]]) -> str:
 async def test_a_group_across_two_nodes_sees_one_order_without_gaps(
     node_factory: Any, clean_redis_url: str, fresh_database_url: str
 ) -> None:
-    env = {"FANOUT_REDIS_URL": clean_redis_url, "FANOUT_DATABASE_URL": fresh_database_url}
-    a = node_factory("serve", env=env).start()
-    b = node_factory("serve", env=env).start()
+    a, b = two_nodes(node_factory, clean_redis_url, fresh_database_url)
     with a.client() as http:
         users = [signup(http, name) for name in ("ann", "bob", "cyd", "dan")]
     channel = group_of(a, users)
@@ -91,9 +95,7 @@ async def test_a_group_across_two_nodes_sees_one_order_without_gaps(
 async def test_kill_9_a_node_and_resume_on_the_other_loses_and_repeats_nothing(
     node_factory: Any, clean_redis_url: str, fresh_database_url: str
 ) -> None:
-    env = {"FANOUT_REDIS_URL": clean_redis_url, "FANOUT_DATABASE_URL": fresh_database_url}
-    a = node_factory("serve", env=env).start()
-    b = node_factory("serve", env=env).start()
+    a, b = two_nodes(node_factory, clean_redis_url, fresh_database_url)
     with a.client() as http:
         users = [signup(http, name) for name in ("ann", "bob")]
     channel = group_of(a, users)

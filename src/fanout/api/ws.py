@@ -202,9 +202,7 @@ async def resume(hub: Hub, conn: Connection, channels: dict[ChannelId, int]) -> 
                 continue
             conn.seqs[channel_id] = after  # asked for: replay all of it, even if seen live
             for event in found:
-                conn.offer_event_now(
-                    channel_id, event.seq, frames.encode(frames.event_frame(event)).decode()
-                )
+                conn.offer_event_now(channel_id, event.seq, frames.event_bytes(event).decode())
     finally:
         conn.resuming = False
         conn.release()

@@ -8,6 +8,7 @@ frame naming the problem, never a closed connection.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated
 
 import msgspec
@@ -191,6 +192,27 @@ def event_frame(e: Event) -> EventFrame:
         None if e.message is None else message_out(e.message),
         None if e.user_id is None else str(e.user_id),
     )  # fmt: skip
+
+
+def event_bytes(e: Event) -> bytes:
+    """An event's frame as JSON: what is stored, logged and sent to connections."""
+    return _encoder.encode(event_frame(e))
+
+
+def sequenced(
+    channel_id: ChannelId,
+    seq: int,
+    kind: EventKind,
+    at_ms: int,
+    message: Message | None,
+    user_id: UserId | None,
+) -> tuple[Event, bytes]:
+    """The event a store has just given ``seq`` (a new message takes it as its own), and its
+    frame's bytes."""
+    if message is not None and kind == "message":
+        message = replace(message, seq=seq)
+    event = Event(channel_id, seq, kind, at_ms, message, user_id)
+    return event, event_bytes(event)
 
 
 def decode_event(raw: bytes) -> EventFrame:

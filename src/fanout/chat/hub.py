@@ -323,7 +323,7 @@ class Hub:
             return
         for event in found:
             if event.seq >= self._next.get(channel_id, 0) and event.seq not in held:
-                frame = Outgoing(frames.encode(frames.event_frame(event)).decode())
+                frame = Outgoing(frames.event_bytes(event).decode())
                 held[event.seq] = (event.kind, event.user_id or 0, frame)
         for seq in sorted(held):
             if seq >= self._next.get(channel_id, 0):
@@ -334,7 +334,7 @@ class Hub:
 
     async def event(self, event: Event) -> None:
         """Publish a committed event to its channel (and a join to the joining user too)."""
-        body = frames.encode(frames.event_frame(event))
+        body = frames.event_bytes(event)
         about = event.user_id or (event.message.sender_id if event.message else 0)
         payload = channel_payload(event.channel_id, event.seq, event.kind, about, body, event.at_ms)
         items = [(f"c{event.channel_id}", payload)]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import cast
 
 from fanout.accounts.model import UserId
@@ -82,10 +81,7 @@ class Events:
         if row is None:
             raise NotFound("channel", channel_id)
         seq, msg_no = row
-        if message is not None and kind == "message":
-            message = replace(message, seq=seq)
-        event = Event(channel_id, seq, kind, at_ms, message, user_id)
-        body = frames.encode(frames.event_frame(event))
+        event, body = frames.sequenced(channel_id, seq, kind, at_ms, message, user_id)
         tx.execute(
             "INSERT INTO chat_events (channel_id, seq, msg_no, body) VALUES (?, ?, ?, ?)",
             (channel_id, seq, msg_no, body),

@@ -17,7 +17,6 @@ something safe for free, PostgreSQL gets it from a row lock:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 
 import asyncpg
 
@@ -133,10 +132,7 @@ class Events:
         if row is None:
             raise NotFound("channel", channel_id)
         seq, msg_no = row["last_seq"], row["msg_count"]
-        if message is not None and kind == "message":
-            message = replace(message, seq=seq)
-        event = Event(channel_id, seq, kind, at_ms, message, user_id)
-        body = frames.encode(frames.event_frame(event))
+        event, body = frames.sequenced(channel_id, seq, kind, at_ms, message, user_id)
         await conn.execute(
             "INSERT INTO chat_events (channel_id, seq, msg_no, body) VALUES ($1, $2, $3, $4)",
             channel_id,
