@@ -79,3 +79,32 @@ async def test_a_held_event_behind_the_last_members_leave_leaves_no_stale_state(
     assert ChannelId(int(channel)) not in real_hub._held
     assert ChannelId(int(channel)) not in real_hub._next
     await bob.close()
+
+
+async def test_events_committed_while_a_gateway_subscribes_arrive_without_a_later_event(
+    make_client: Any, monkeypatch: Any
+) -> None:
+    client = await make_client()
+    (_a, ta), (b, tb) = [await register(client, n) for n in ("ann", "bob")]
+    channel = (
+        await client.post("/v1/channels", json={"kind": "dm", "member_ids": [b]}, headers=auth(ta))
+    ).json()["id"]
+    hub = platform_of(client).hub
+    subscribe = hub._router.subscribe
+
+    async def racing(topics: list[str]) -> None:
+        if f"c{channel}" in topics:  # committed after bob's channels were read, published to
+            r = await client.post(  # a topic this process does not listen to yet
+                f"/v1/channels/{channel}/messages",
+                json={"client_msg_id": "race", "text": "in between"},
+                headers=auth(ta),
+            )
+            assert r.status_code == 201
+        await subscribe(topics)
+
+    monkeypatch.setattr(hub._router, "subscribe", racing)
+    bob = await (await WsClient.open(app_of(client), tb)).ready()
+    got = [f["seq"] for f in await bob.quiet(1.5) if f["type"] == "event"]
+    assert got == [1]  # nothing came after it to reveal the gap: the hub looked by itself
+    assert hub._next[ChannelId(int(channel))] == 2
+    await bob.close()

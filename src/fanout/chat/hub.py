@@ -21,7 +21,7 @@ from fanout.chat.connection import Connection, Outgoing
 from fanout.chat.model import Channel, ChannelId, Event
 from fanout.chat.ports import Router
 from fanout.chat.presence import Announcer
-from fanout.chat.routing import channel_payload, parse_channel_payload
+from fanout.chat.routing import TopicRefs, channel_payload, parse_channel_payload
 from fanout.chat.service import ChatService
 from fanout.core.clock import Clock
 from fanout.core.errors import Invalid
@@ -65,7 +65,7 @@ class Hub:
         self._channels_of: dict[UserId, set[ChannelId]] = {}
         self._loading: dict[UserId, asyncio.Future[None]] = {}  # first connections indexing
         self._watchers: dict[UserId, set[Connection]] = {}
-        self._refs: dict[str, int] = {}
+        self._topics = TopicRefs(router)
         self._next: dict[ChannelId, int] = {}
         self._held: dict[ChannelId, dict[int, tuple[str, int, Outgoing]]] = {}
         self._typing: dict[tuple[UserId, ChannelId], int] = {}
@@ -108,34 +108,6 @@ class Hub:
         task.add_done_callback(self._tasks.discard)
 
     # -- topics --------------------------------------------------------------------------------
-
-    async def _ref(self, topics: Sequence[str]) -> None:
-        new = []
-        for topic in topics:
-            self._refs[topic] = self._refs.get(topic, 0) + 1
-            if self._refs[topic] == 1:
-                new.append(topic)
-        if new:
-            try:
-                await self._router.subscribe(new)
-            except BaseException:  # not subscribed: a later ref must try again
-                for topic in new:
-                    self._refs[topic] -= 1
-                    if self._refs[topic] <= 0:
-                        del self._refs[topic]
-                raise
-
-    async def _unref(self, topics: Sequence[str]) -> None:
-        gone = []
-        for topic in topics:
-            left = self._refs.get(topic, 0) - 1
-            if left <= 0:
-                self._refs.pop(topic, None)
-                gone.append(topic)
-            else:
-                self._refs[topic] = left
-        if gone:
-            await self._router.unsubscribe(gone)
 
     def _join_locally(self, user: UserId, channel_id: ChannelId, next_seq: int) -> list[str]:
         """Index a local user as a member; the topics to subscribe to. ``next_seq`` is the first
@@ -191,12 +163,18 @@ class Hub:
 
     async def _load_channels(self, user: UserId) -> None:
         self._channels_of[user] = set()
-        await self._ref([f"u{user}"])  # first: what is created or joined while we read arrives
-        last_seqs = await self.service.stores.channels.channel_ids(user)
+        await self._topics.ref(
+            [f"u{user}"]
+        )  # first: what is created or joined while we read arrives
+        channels = self.service.stores.channels
         topics: list[str] = []
-        for channel_id, last_seq in last_seqs.items():
+        for channel_id, last_seq in (await channels.channel_ids(user)).items():
             topics += self._join_locally(user, channel_id, last_seq + 1)
-        await self._ref(topics)
+        await self._topics.ref(topics)
+        if topics:  # what was committed between that read and subscribing reached nobody here
+            for channel_id, last_seq in (await channels.channel_ids(user)).items():
+                if last_seq >= self._next.get(channel_id, last_seq + 1):
+                    self._spawn(self._catch_up(channel_id))
 
     def _stop_holding(self, conn: Connection) -> None:
         if conn.holding is not None and not conn.closed and not conn.resuming:
@@ -221,7 +199,7 @@ class Hub:
                 topics += self._leave_locally(user, channel_id)
             self._channels_of.pop(user, None)
             await self._presence.left(user)
-        await self._unref(topics)
+        await self._topics.unref(topics)
 
     async def _watch(self, conn: Connection, users: set[UserId]) -> None:
         new = users - conn.watching
@@ -230,7 +208,7 @@ class Hub:
         conn.watching |= new
         for peer in new:
             self._watchers.setdefault(peer, set()).add(conn)
-        await self._ref([f"p{p}" for p in new])
+        await self._topics.ref([f"p{p}" for p in new])
 
     # -- inbound: what the router hands over ---------------------------------------------------
 
@@ -258,7 +236,7 @@ class Hub:
     def _index(self, user: UserId, channel_id: ChannelId, next_seq: int) -> None:
         topics = self._join_locally(user, channel_id, next_seq)
         if topics:
-            self._spawn(self._ref(topics))
+            self._spawn(self._topics.ref(topics))
 
     def _broadcast(self, channel_id: ChannelId, text: Outgoing, skip: int | None) -> None:
         for user in list(self._members.get(channel_id, ())):
@@ -303,7 +281,17 @@ class Hub:
         if kind == "leave" and about in self._users:
             topics = self._leave_locally(UserId(about), channel_id)
             if topics:
-                self._spawn(self._unref(topics))
+                self._spawn(self._topics.unref(topics))
+
+    async def _catch_up(self, channel_id: ChannelId) -> None:
+        """Deliver, in order, what the store holds past what this process delivered."""
+        if (expected := self._next.get(channel_id)) is not None:
+            found, _ = await self.service.stores.messages.events(
+                channel_id, expected - 1, self.replay_cap
+            )
+            for e in found:
+                text = Outgoing(frames.event_bytes(e).decode())
+                self._sequenced(channel_id, e.seq, e.kind, _about(e), text)
 
     async def _repair(self, channel_id: ChannelId) -> None:
         """Fill a gap from the store once the missing events had ``GAP_WAIT_S`` to arrive."""
@@ -335,8 +323,8 @@ class Hub:
     async def event(self, event: Event) -> None:
         """Publish a committed event to its channel (and a join to the joining user too)."""
         body = frames.event_bytes(event)
-        about = event.user_id or (event.message.sender_id if event.message else 0)
-        payload = channel_payload(event.channel_id, event.seq, event.kind, about, body, event.at_ms)
+        payload = channel_payload(event.channel_id, event.seq, event.kind, _about(event), body,
+                                  event.at_ms)  # fmt: skip
         items = [(f"c{event.channel_id}", payload)]
         if event.kind == "join" and event.user_id is not None:
             items.append((f"u{event.user_id}", payload))
@@ -398,3 +386,8 @@ class Hub:
 
 
 _PONG = frames.encode(frames.PongFrame()).decode()
+
+
+def _about(event: Event) -> int:
+    """Whom an event is about: the joining or leaving user, a message's sender."""
+    return event.user_id or (event.message.sender_id if event.message else 0)

@@ -1,4 +1,5 @@
-"""The in-process router (embedded mode): a publish reaches this process's subscriptions.
+"""The in-process router (embedded mode): a publish reaches this process's subscriptions; and
+the reference counts that keep a hub subscribed to what its connections need.
 
 The scaled router (``storage/redis/routing.py``) carries the same topics between processes
 through Redis pub/sub. Topic names: ``c<channel id>``, ``u<user id>``, ``p<user id>``.
@@ -12,7 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-__all__ = ["LocalRouter", "channel_payload", "channel_topic", "parse_channel_payload"]
+from fanout.chat.ports import Router
+
+__all__ = [
+    "LocalRouter",
+    "TopicRefs",
+    "channel_payload",
+    "channel_topic",
+    "parse_channel_payload",
+]
 
 
 def channel_topic(channel_id: int) -> str:
@@ -54,3 +63,39 @@ class LocalRouter:
 
     async def close(self) -> None:
         self._handler = None
+
+
+class TopicRefs:
+    """Subscriptions counted by their users: a topic is subscribed while anyone here needs it."""
+
+    def __init__(self, router: Router) -> None:
+        self._router = router
+        self._refs: dict[str, int] = {}
+
+    async def ref(self, topics: Sequence[str]) -> None:
+        new = []
+        for topic in topics:
+            self._refs[topic] = self._refs.get(topic, 0) + 1
+            if self._refs[topic] == 1:
+                new.append(topic)
+        if new:
+            try:
+                await self._router.subscribe(new)
+            except BaseException:  # not subscribed: a later ref must try again
+                for topic in new:
+                    self._refs[topic] -= 1
+                    if self._refs[topic] <= 0:
+                        del self._refs[topic]
+                raise
+
+    async def unref(self, topics: Sequence[str]) -> None:
+        gone = []
+        for topic in topics:
+            left = self._refs.get(topic, 0) - 1
+            if left <= 0:
+                self._refs.pop(topic, None)
+                gone.append(topic)
+            else:
+                self._refs[topic] = left
+        if gone:
+            await self._router.unsubscribe(gone)
