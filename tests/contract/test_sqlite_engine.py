@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -69,3 +70,53 @@ async def test_an_empty_secret_file_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "secret_key").write_text("")
     with pytest.raises(Unavailable, match="empty"):
         await FileSecretStore(tmp_path).get_or_create("secret_key", "x" * 40)
+
+
+async def test_an_offloaded_job_leaves_the_loop_serving_and_writes_queue_behind_it(
+    tmp_path: Path,
+) -> None:
+    engine = SqliteEngine(tmp_path / "e.sqlite3")
+    await engine.start()
+    try:
+        order: list[str] = []
+
+        def slow(tx):  # type: ignore[no-untyped-def]
+            tx.execute("INSERT INTO meta (name, value) VALUES ('slow', 'x')")
+            time.sleep(0.3)  # holds the writer connection, not the loop
+            order.append("slow")
+
+        def quick(tx):  # type: ignore[no-untyped-def]
+            tx.execute("INSERT INTO meta (name, value) VALUES ('quick', 'y')")
+            order.append("quick")
+
+        offloaded = asyncio.create_task(engine.write(slow, offload=True))
+        await asyncio.sleep(0.05)  # the slow job has the connection now
+        began = time.perf_counter()
+        quick_write = asyncio.create_task(engine.write(quick))
+        await asyncio.sleep(0.01)
+        assert time.perf_counter() - began < 0.15  # the loop was not blocked
+        await asyncio.gather(offloaded, quick_write)
+        assert order == ["slow", "quick"]
+        names = await engine.read(lambda c: c.execute("SELECT name FROM meta").fetchall())
+        assert sorted(names) == [("quick",), ("slow",)]
+    finally:
+        await engine.close()
+
+
+async def test_commits_never_checkpoint_but_the_checkpointer_does(tmp_path: Path) -> None:
+    path = tmp_path / "e.sqlite3"
+    engine = SqliteEngine(path)
+    await engine.start()
+    try:
+        before = path.stat().st_size
+        blob = os.urandom(2_000_000)
+        await engine.write(
+            lambda tx: tx.execute("INSERT INTO meta (name, value) VALUES ('big', ?)", (blob,))
+        )
+        assert path.stat().st_size == before  # committed to the WAL only
+        deadline = time.monotonic() + 5
+        while path.stat().st_size < len(blob) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert path.stat().st_size >= len(blob)  # copied into the database by the checkpointer
+    finally:
+        await engine.close()

@@ -1,11 +1,20 @@
-"""The SQLite engine: one writer thread that batches commits, and a pool of reader threads.
+"""The SQLite engine: one writer connection used from the event loop, a pool of reader threads.
 
-Every write is a *job*, a function ``fn(tx)`` run on the writer connection. The writer takes
-every job waiting (up to ``BATCH_MAX``), runs each inside its own SAVEPOINT of one transaction
-and commits once: many small writes cost one fsync-free WAL commit instead of one each, while a
-failing job rolls back alone and raises to its caller. A job's result is returned only after the
-commit, so "returned" means "durable". Callbacks registered with ``tx.on_commit`` run on the event
-loop after the commit (the log uses this to wake its consumers).
+Every write is a *job*, a function ``fn(tx)`` run on the writer connection. Jobs written during
+one event-loop iteration are run together at the start of the next, on the loop's own thread,
+each inside its own SAVEPOINT of one transaction (up to ``BATCH_MAX`` per commit): many small
+writes cost one WAL commit instead of one each, a failing job rolls back alone and raises to its
+caller, and nothing is handed to another thread. A job's result is returned only after the
+commit, so "returned" means "durable". Callbacks registered with ``tx.on_commit`` run on the
+loop right after the commit (the log uses this to wake its consumers).
+
+Why the loop's thread: a small write costs tens of microseconds of SQLite, less than handing it
+to a thread and back; and a writer thread that gives up the GIL on every statement waits for
+the busy loop to give it back each time, which serialised the whole process under load. Jobs
+that may run long (a fan-out to thousands of timelines, an aggregation batch, retention) pass
+``offload=True``: they run on a thread holding the connection, and the loop's batches wait for
+it. WAL checkpoints (which write and sync the database file) run on their own thread and
+connection, never in a commit on the loop.
 
 Reads run on per-thread connections of a small pool; WAL lets them proceed during writes.
 """
@@ -16,7 +25,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import queue
 import sqlite3
 import threading
 import time
@@ -36,9 +44,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 BATCH_MAX = 256  # jobs per commit: bounds the latency one commit adds to its first job
-QUEUE_MAX = 10_000  # jobs waiting for the writer before callers wait for room
 READERS = 4
 BUSY_TIMEOUT_MS = 5_000
+CHECKPOINT_EVERY_S = 0.5  # the checkpointer's pace; PASSIVE checkpoints never block the writer
+RETRY_S = 0.0005  # the loop's next try while an offloaded job holds the writer connection
 MIGRATIONS_PACKAGE = "fanout.storage.embedded.migrations"
 
 
@@ -64,10 +73,10 @@ class WriteTx:
 class _Job:
     fn: Callable[[WriteTx], Any]
     future: asyncio.Future[Any]
-    loop: asyncio.AbstractEventLoop
 
 
-_STOP = object()
+# A job's outcome: whether it succeeded, its result or exception, its after-commit callbacks.
+_Outcome = tuple[bool, Any, list[Callable[[], None]]]
 
 
 class SqliteEngine:
@@ -77,66 +86,74 @@ class SqliteEngine:
     def __init__(self, path: Path, *, readers: int = READERS) -> None:
         self.path = path
         self._readers = readers
-        self._jobs: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_MAX)
-        self._writer: threading.Thread | None = None
+        self._conn: sqlite3.Connection | None = None  # the writer connection, while running
+        self._conn_lock = threading.Lock()  # held by whoever writes: a loop batch or an offload
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: list[_Job] = []  # written since the last batch ran
+        self._offloads: ThreadPoolExecutor | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
-        self._room: asyncio.Semaphore | None = None
+        self._checkpointer: threading.Thread | None = None
+        self._stop = threading.Event()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the database, apply pending migrations, start the writer and the readers."""
+        """Open the database, apply pending migrations, start the readers and the checkpointer."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        loop = asyncio.get_running_loop()
-        self._room = asyncio.Semaphore(QUEUE_MAX)
-        self._writer = threading.Thread(
-            target=self._writer_main, args=(loop, ready), name="sqlite-writer", daemon=True
-        )
-        self._writer.start()
-        await ready
+        conn = await asyncio.to_thread(self._open_writer)
+        self._loop = asyncio.get_running_loop()
+        self._offloads = ThreadPoolExecutor(1, thread_name_prefix="sqlite-offload")
         self._pool = ThreadPoolExecutor(self._readers, thread_name_prefix="sqlite-reader")
+        self._stop.clear()
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint_main, name="sqlite-checkpoint", daemon=True
+        )
+        self._checkpointer.start()
+        self._conn = conn
 
     async def close(self) -> None:
-        """Finish the jobs already queued, then stop; later writes raise ``Unavailable``."""
-        writer, self._writer = self._writer, None  # write() refuses from here on
-        if writer is not None:
-            await asyncio.to_thread(self._jobs.put, _STOP)
-            await asyncio.to_thread(writer.join)
-            self._fail_leftovers()
+        """Finish the jobs already written, then stop; later writes raise ``Unavailable``."""
+        conn, self._conn = self._conn, None  # write() refuses from here on
+        if conn is not None:
+            if self._offloads is not None:
+                await asyncio.to_thread(self._offloads.shutdown, wait=True)
+                self._offloads = None
+            with self._conn_lock:
+                while self._pending:
+                    self._run_pending(conn)
+            self._stop.set()
+            if self._checkpointer is not None:
+                await asyncio.to_thread(self._checkpointer.join)
+                self._checkpointer = None
+            conn.close()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
         with self._conns_lock:
-            for conn in self._reader_conns:
-                conn.close()
+            for reader in self._reader_conns:
+                reader.close()
             self._reader_conns.clear()
 
     # -- public API ----------------------------------------------------------------------------
 
-    async def write(self, fn: Callable[[WriteTx], T]) -> T:
-        """Run ``fn`` in a transaction on the writer; return its result once committed."""
-        if self._writer is None or self._room is None:
-            raise Unavailable("the SQLite engine is not running")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        async with self._room:
-            self._jobs.put(_Job(fn, future, loop))
-            return await future
+    async def write(self, fn: Callable[[WriteTx], T], *, offload: bool = False) -> T:
+        """Run ``fn`` in a transaction on the writer; return its result once committed.
 
-    def _fail_leftovers(self) -> None:
-        """Jobs queued behind the stop marker by writes racing close(): fail, never hang."""
-        while True:
-            try:
-                job = self._jobs.get_nowait()
-            except queue.Empty:
-                return
-            if isinstance(job, _Job):
-                failure = Unavailable("the SQLite engine was closed")
-                job.loop.call_soon_threadsafe(_settle_error, job.future, failure)
+        ``offload``: run it on a thread, for a job that may hold the writer for long (the loop
+        keeps serving meanwhile; its own batches wait for the connection)."""
+        conn, loop = self._conn, asyncio.get_running_loop()
+        if conn is None:
+            raise Unavailable("the SQLite engine is not running")
+        if offload or loop is not self._loop:
+            return await self._offload(conn, fn)
+        future: asyncio.Future[T] = loop.create_future()
+        self._pending.append(_Job(fn, future))
+        if len(self._pending) == 1:
+            loop.call_soon(self._flush)
+        return await future
 
     async def read(self, fn: Callable[[sqlite3.Connection], T], *, snapshot: bool = False) -> T:
         """Run ``fn`` with a reader connection on the reader pool; with ``snapshot`` inside one
@@ -150,6 +167,55 @@ class SqliteEngine:
     async def ping(self) -> None:
         await self.read(lambda conn: conn.execute("SELECT 1").fetchone())
 
+    # -- writing -------------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        """Run what was written since the last batch, on the loop, unless an offloaded job
+        holds the connection: then try again shortly."""
+        conn = self._conn
+        if not self._pending:
+            return
+        if conn is None:  # closed meanwhile: close() ran what was pending
+            return
+        if not self._conn_lock.acquire(blocking=False):
+            assert self._loop is not None
+            self._loop.call_later(RETRY_S, self._flush)
+            return
+        try:
+            while self._pending:
+                self._run_pending(conn)
+        finally:
+            self._conn_lock.release()
+
+    def _run_pending(self, conn: sqlite3.Connection) -> None:
+        batch = self._pending[:BATCH_MAX]
+        del self._pending[:BATCH_MAX]
+        outcomes = _run_batch(conn, [job.fn for job in batch])
+        for job, (ok, value, callbacks) in zip(batch, outcomes, strict=True):
+            if ok:
+                _settle_with_callbacks(job.future, value, callbacks)
+            else:
+                _settle_error(job.future, value)
+
+    async def _offload(self, conn: sqlite3.Connection, fn: Callable[[WriteTx], T]) -> T:
+        executor = self._offloads
+        if executor is None:
+            raise Unavailable("the SQLite engine is not running")
+
+        def run() -> _Outcome:
+            with self._conn_lock:
+                return _run_batch(conn, [fn])[0]
+
+        try:
+            ok, value, callbacks = await asyncio.get_running_loop().run_in_executor(executor, run)
+        except RuntimeError as exc:  # the executor was shut down by close()
+            raise Unavailable("the SQLite engine was closed") from exc
+        if not ok:
+            raise value
+        for callback in callbacks:
+            _call_back(callback)
+        return value  # type: ignore[no-any-return]
+
     # -- threads -------------------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
@@ -158,6 +224,16 @@ class SqliteEngine:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
+        return conn
+
+    def _open_writer(self) -> sqlite3.Connection:
+        conn = self._connect()
+        try:
+            conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer thread does it
+            self._migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def _run_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -170,62 +246,20 @@ class SqliteEngine:
                 self._reader_conns.append(conn)
         return fn(conn)
 
-    def _writer_main(self, loop: asyncio.AbstractEventLoop, ready: asyncio.Future[None]) -> None:
+    def _checkpoint_main(self) -> None:
+        """Copy committed WAL frames into the database now and then (PASSIVE: never waits for
+        or blocks the writer), so the WAL stays short without a commit ever doing it."""
+        conn = self._connect()
         try:
-            conn = self._connect()
-            self._migrate(conn)
-        except Exception as exc:
-            loop.call_soon_threadsafe(_settle_error, ready, exc)
-            return
-        loop.call_soon_threadsafe(_settle, ready, None)
-        try:
-            while True:
-                first = self._jobs.get()
-                if first is _STOP:
-                    return
-                batch = [first]
-                while len(batch) < BATCH_MAX:
-                    try:
-                        nxt = self._jobs.get_nowait()
-                    except queue.Empty:
-                        break
-                    if nxt is _STOP:
-                        self._jobs.put(_STOP)  # finish this batch, then stop
-                        break
-                    batch.append(nxt)
-                self._run_batch(conn, batch)
+            while not self._stop.wait(CHECKPOINT_EVERY_S):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as exc:
+                    log.warning("WAL checkpoint failed: %s", exc)
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         finally:
             conn.close()
-
-    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
-        outcomes: list[tuple[_Job, bool, Any, list[Callable[[], None]]]] = []
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            for job in batch:
-                tx = WriteTx(conn)
-                conn.execute("SAVEPOINT job")
-                try:
-                    result = job.fn(tx)
-                except BaseException as exc:
-                    conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
-                    outcomes.append((job, False, exc, []))
-                else:
-                    conn.execute("RELEASE job")
-                    outcomes.append((job, True, result, tx._callbacks))
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):  # no transaction left to roll back
-                conn.execute("ROLLBACK")
-            failure = Unavailable(f"SQLite commit failed: {exc}")
-            for job in batch:
-                job.loop.call_soon_threadsafe(_settle_error, job.future, failure)
-            return
-        for job, ok, value, callbacks in outcomes:
-            if ok:
-                job.loop.call_soon_threadsafe(_settle_with_callbacks, job.future, value, callbacks)
-            else:
-                job.loop.call_soon_threadsafe(_settle_error, job.future, value)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         conn.execute(
@@ -249,6 +283,33 @@ class SqliteEngine:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+
+
+def _run_batch(conn: sqlite3.Connection, fns: list[Callable[[WriteTx], Any]]) -> list[_Outcome]:
+    """Run each job in its own savepoint of one transaction, then commit; a commit that fails
+    fails every job with ``Unavailable``."""
+    outcomes: list[_Outcome] = []
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        for fn in fns:
+            tx = WriteTx(conn)
+            conn.execute("SAVEPOINT job")
+            try:
+                result = fn(tx)
+            except BaseException as exc:
+                conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
+                outcomes.append((False, exc, []))
+            else:
+                conn.execute("RELEASE job")
+                outcomes.append((True, result, tx._callbacks))
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        with contextlib.suppress(sqlite3.Error):  # no transaction left to roll back
+            conn.execute("ROLLBACK")
+        failure = Unavailable(f"SQLite commit failed: {exc}")
+        return [(False, failure, []) for _ in fns]
+    return outcomes
 
 
 def _in_snapshot(fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
@@ -289,12 +350,16 @@ def _settle_error(future: asyncio.Future[Any], exc: BaseException) -> None:
         future.set_exception(exc)
 
 
+def _call_back(callback: Callable[[], None]) -> None:
+    try:
+        callback()
+    except Exception:  # a wake-up hook failing must not lose the committed result
+        log.exception("after-commit callback failed")
+
+
 def _settle_with_callbacks(
     future: asyncio.Future[Any], value: Any, callbacks: list[Callable[[], None]]
 ) -> None:
     for callback in callbacks:
-        try:
-            callback()
-        except Exception:  # a wake-up hook failing must not lose the committed result
-            log.exception("after-commit callback failed")
+        _call_back(callback)
     _settle(future, value)

@@ -104,7 +104,9 @@ class SqliteClickStore:
         self._engine = engine
 
     async def apply(self, group: str, partition: int, clicks: Sequence[tuple[str, Click]]) -> int:
-        return await self._engine.write(lambda tx: self._apply(tx, group, partition, clicks))
+        return await self._engine.write(
+            lambda tx: self._apply(tx, group, partition, clicks), offload=True
+        )
 
     def _apply(
         self, tx: WriteTx, group: str, partition: int, clicks: Sequence[tuple[str, Click]]
@@ -188,7 +190,7 @@ class SqliteClickStore:
             ).rowcount
             return int(visitors + minutes)
 
-        return await self._engine.write(job)
+        return await self._engine.write(job, offload=True)
 
     async def totals(self, codes: Sequence[str]) -> dict[str, int]:
         unique = list(set(codes))

@@ -290,7 +290,7 @@ class SqliteLog:
                 ).rowcount
 
             while True:
-                removed = await self._engine.write(delete_chunk)
+                removed = await self._engine.write(delete_chunk, offload=True)
                 deleted += removed
                 if removed < chunk:
                     break
