@@ -292,6 +292,17 @@ async def test_search_follows_edits_and_forgets_deleted_messages(chat: ChatUnder
     assert await chat.messages.search(B, "revised", None, 10) == []
 
 
+async def test_search_sees_every_message_whichever_batch_indexed_it(chat: ChatUnderTest) -> None:
+    channel = await chat.group(A, B)
+    sent = [await chat.send(channel.id, A, f"word{n % 3} common") for n in range(150)]
+    await chat.messages.delete(sent[-1].id, chat.now_ms())  # the newest may not be indexed yet
+    await chat.messages.edit(sent[-2].id, "changed", chat.now_ms())
+    found = await chat.messages.search(B, "common", None, 200)
+    assert [m.id for m in found] == [m.id for m in reversed(sent[:-2])]
+    assert [m.id for m in await chat.messages.search(B, "changed", None, 5)] == [sent[-2].id]
+    assert len(await chat.messages.search(B, "word1 common", None, 200)) == 50 - 1  # 148 went
+
+
 # -- attachments and uploads -------------------------------------------------------------------
 
 

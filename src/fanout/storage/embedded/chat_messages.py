@@ -1,4 +1,11 @@
-"""SQLite adapters of chat's MessageStore and UploadStore; see :mod:`.chat`."""
+"""SQLite adapters of chat's MessageStore and UploadStore; see :mod:`.chat`.
+
+Search indexing is deferred: an FTS5 insert flushes the index's pending terms at every savepoint
+(each message would be a new index segment, then merges), the costliest part of a send. A send
+records the message id in ``chat_search_pending``; every ``INDEX_EVERY``-th send moves all that
+is pending into the index in its own transaction (one segment for the lot), and a search first
+indexes what is pending, so it never misses a message that was sent before it.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +25,8 @@ from fanout.storage.embedded.log import SqliteLog
 
 __all__ = ["SqliteMessageStore", "SqliteUploadStore"]
 
+INDEX_EVERY = 64  # sends per batch moved into the search index
+
 
 def _check_member(tx: WriteTx, channel_id: ChannelId, user: UserId) -> None:
     """``Forbidden`` unless ``user`` is a member, ``NotFound`` if the channel does not exist:
@@ -31,10 +40,21 @@ def _check_member(tx: WriteTx, channel_id: ChannelId, user: UserId) -> None:
     raise NotFound("channel", channel_id)
 
 
+def _index_pending(tx: WriteTx) -> None:
+    """Move every pending message into the search index (deleted ones go nowhere; edited ones
+    go in with their current text)."""
+    tx.execute(
+        "INSERT INTO chat_search (rowid, text) SELECT m.id, m.text FROM chat_search_pending p"
+        " JOIN chat_messages m ON m.id = p.message_id WHERE m.deleted = 0"
+    )
+    tx.execute("DELETE FROM chat_search_pending")
+
+
 class SqliteMessageStore:
     def __init__(self, engine: SqliteEngine, log: SqliteLog) -> None:
         self._engine = engine
         self._events = Events(log)
+        self._sends = 0  # since this process started: every INDEX_EVERY-th indexes
 
     async def send(self, message: NewMessage) -> tuple[Message, Event | None]:
         m = message
@@ -61,7 +81,10 @@ class SqliteMessageStore:
                 )  # fmt: skip
             except sqlite3.IntegrityError as exc:  # the key was looked up above: the id
                 raise Conflict(f"message id {m.id} is taken") from exc
-            tx.execute("INSERT INTO chat_search (rowid, text) VALUES (?, ?)", (m.id, m.text))
+            tx.execute("INSERT INTO chat_search_pending (message_id) VALUES (?)", (m.id,))
+            self._sends += 1
+            if self._sends % INDEX_EVERY == 0:
+                _index_pending(tx)
             if m.attachments:
                 tx.executemany(
                     "INSERT OR IGNORE INTO chat_attachments (upload_id, message_id, channel_id)"
@@ -173,6 +196,7 @@ class SqliteMessageStore:
             rows = c.execute(sql + " ORDER BY m.id DESC LIMIT ?", params).fetchall()
             return [message_row(r) for r in rows]
 
+        await self._engine.write(_index_pending)  # everything sent so far can be found
         return await self._engine.read(query_)
 
     async def attachment_visible(self, upload_id: UploadId, user: UserId) -> bool:
