@@ -120,3 +120,25 @@ async def test_commits_never_checkpoint_but_the_checkpointer_does(tmp_path: Path
         assert path.stat().st_size >= len(blob)  # copied into the database by the checkpointer
     finally:
         await engine.close()
+
+
+async def test_the_wal_stops_growing_under_writes_that_never_pause(tmp_path: Path) -> None:
+    """A checkpoint running alongside writes never finishes, and an unfinished one never lets
+    the WAL start over: without the checkpointer's pass that holds the writer, the file grows
+    for as long as the writes go on."""
+    path = tmp_path / "e.sqlite3"
+    engine = SqliteEngine(path)
+    await engine.start()
+    try:
+        await engine.write(lambda tx: tx.execute("CREATE TABLE t (v BLOB)"))
+        wal, sizes, began = Path(f"{path}-wal"), [], time.monotonic()
+        while time.monotonic() - began < 3:
+            await asyncio.gather(*(
+                engine.write(lambda tx: tx.execute("INSERT INTO t VALUES (randomblob(500))"))
+                for _ in range(4)
+            ))  # fmt: skip
+            sizes.append((time.monotonic() - began, os.stat(wal).st_size))
+        at_one = max(size for t, size in sizes if t <= 1)
+        assert sizes[-1][1] < 2 * at_one, (at_one, sizes[-1])
+    finally:
+        await engine.close()

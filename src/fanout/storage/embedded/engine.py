@@ -46,7 +46,9 @@ T = TypeVar("T")
 BATCH_MAX = 256  # jobs per commit: bounds the latency one commit adds to its first job
 READERS = 4
 BUSY_TIMEOUT_MS = 5_000
-CHECKPOINT_EVERY_S = 0.5  # the checkpointer's pace; PASSIVE checkpoints never block the writer
+CHECKPOINT_EVERY_S = 0.5  # the checkpointer's pace
+WAL_RESTART_FRAMES = 4_096  # pages in the WAL past which a checkpoint waits for writes to pause
+WAL_SIZE_LIMIT = 64 * 1_048_576  # bytes the WAL file is cut back to when it starts over
 RETRY_S = 0.0005  # the loop's next try while an offloaded job holds the writer connection
 MIGRATIONS_PACKAGE = "fanout.storage.embedded.migrations"
 
@@ -230,6 +232,7 @@ class SqliteEngine:
         conn = self._connect()
         try:
             conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer thread does it
+            conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             self._migrate(conn)
         except BaseException:
             conn.close()
@@ -247,17 +250,22 @@ class SqliteEngine:
         return fn(conn)
 
     def _checkpoint_main(self) -> None:
-        """Copy committed WAL frames into the database now and then (PASSIVE: never waits for
-        or blocks the writer), so the WAL stays short without a commit ever doing it."""
+        """Copy committed WAL frames into the database now and then, so no commit on the loop
+        ever does. A PASSIVE checkpoint runs alongside writes but cannot finish while they
+        append, and the WAL starts over only after a finished one: once it holds more than
+        ``WAL_RESTART_FRAMES``, a second pass runs holding the writer connection (what is left
+        to copy is what the first pass missed, so writes wait briefly) and the next commit
+        starts the WAL from its beginning."""
         conn = self._connect()
         try:
             while not self._stop.wait(CHECKPOINT_EVERY_S):
                 try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    if frames > WAL_RESTART_FRAMES:
+                        with self._conn_lock:
+                            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
                 except sqlite3.Error as exc:
                     log.warning("WAL checkpoint failed: %s", exc)
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         finally:
             conn.close()
 
