@@ -28,17 +28,12 @@ from fanout.chat.model import (
 )
 from fanout.core.errors import Conflict, Invalid, NotFound
 from fanout.core.log import Topics
+from fanout.storage.chat_columns import CHANNEL_COLUMNS as _CHANNEL
+from fanout.storage.chat_columns import MEMBER_COLUMNS as _MEMBER
 from fanout.storage.embedded.engine import SqliteEngine, WriteTx
 from fanout.storage.embedded.log import SqliteLog
 
-__all__ = ["MESSAGE_COLUMNS", "Events", "SqliteChannelStore", "message_row"]
-
-_CHANNEL = "id, kind, name, created_by, created_ms, last_seq, msg_count, member_count"
-_MEMBER = "channel_id, user_id, last_read_seq, read_msg_no, last_delivered_seq"
-MESSAGE_COLUMNS = (
-    "id, channel_id, seq, sender_id, client_msg_id, text, attachments, created_ms, edited_ms,"
-    " deleted"
-)
+__all__ = ["Events", "SqliteChannelStore", "message_row"]
 
 
 def _channel(r: tuple[int, str, str, int, int, int, int, int]) -> Channel:

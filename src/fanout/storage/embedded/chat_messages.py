@@ -18,7 +18,7 @@ from fanout.chat import frames
 from fanout.chat.model import ChannelId, Event, Message, MessageId, NewMessage, Upload, UploadId
 from fanout.chat.search import terms
 from fanout.core.errors import Conflict, Forbidden, Gone, NotFound
-from fanout.storage.embedded.chat import MESSAGE_COLUMNS as _MESSAGE
+from fanout.storage.chat_columns import MESSAGE_COLUMNS as _MESSAGE
 from fanout.storage.embedded.chat import Events, message_row
 from fanout.storage.embedded.engine import SqliteEngine, WriteTx
 from fanout.storage.embedded.log import SqliteLog

@@ -34,17 +34,13 @@ from fanout.chat.model import (
 )
 from fanout.core.errors import Conflict, Invalid, NotFound
 from fanout.core.log import Publish, Topics
+from fanout.storage.chat_columns import CHANNEL_COLUMNS as _CHANNEL
+from fanout.storage.chat_columns import MEMBER_COLUMNS as _MEMBER
 from fanout.storage.postgres.engine import PgConnection, PostgresEngine
 from fanout.storage.postgres.outbox import PostgresOutbox
 
-__all__ = ["MESSAGE_COLUMNS", "Events", "PostgresChannelStore", "message_of"]
+__all__ = ["Events", "PostgresChannelStore", "message_of"]
 
-_CHANNEL = "id, kind, name, created_by, created_ms, last_seq, msg_count, member_count"
-_MEMBER = "channel_id, user_id, last_read_seq, read_msg_no, last_delivered_seq"
-MESSAGE_COLUMNS = (
-    "id, channel_id, seq, sender_id, client_msg_id, text, attachments, created_ms, edited_ms,"
-    " deleted"
-)
 
 # One statement each: the member row's lock serializes concurrent marks, and the WHERE clause,
 # re-checked on the row as the previous mark committed it, keeps the position monotonic. The
@@ -88,7 +84,7 @@ def _member(row: asyncpg.Record) -> Membership:
 
 
 def message_of(row: asyncpg.Record) -> Message:
-    """The message in a row selected with :data:`MESSAGE_COLUMNS`."""
+    """The message in a row selected with :data:`~fanout.storage.chat_columns.MESSAGE_COLUMNS`."""
     return Message(
         id=MessageId(row["id"]),
         channel_id=ChannelId(row["channel_id"]),

@@ -26,7 +26,7 @@ from fanout.chat import frames
 from fanout.chat.model import ChannelId, Event, Message, MessageId, NewMessage, Upload, UploadId
 from fanout.chat.search import terms
 from fanout.core.errors import Conflict, Forbidden, Gone, NotFound
-from fanout.storage.postgres.chat import MESSAGE_COLUMNS as _MESSAGE
+from fanout.storage.chat_columns import MESSAGE_COLUMNS as _MESSAGE
 from fanout.storage.postgres.chat import Events, message_of
 from fanout.storage.postgres.engine import PgConnection, PostgresEngine
 from fanout.storage.postgres.outbox import PostgresOutbox
