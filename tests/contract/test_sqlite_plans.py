@@ -1,0 +1,66 @@
+"""Statements on SQLite hot paths keep a cost that does not grow with the data.
+
+SQLite's planner has no statistics unless ``ANALYZE`` ran, and may pick a join order that scans
+a large table; these tests count virtual-machine steps, so they fail on a plan that scans.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from fanout.storage.embedded.chat_messages import INDEX_PENDING
+from fanout.storage.embedded.engine import SqliteEngine
+
+STEP = 100  # VM instructions per progress callback
+
+
+def _steps(conn: sqlite3.Connection, sql: str) -> int:
+    count = 0
+
+    def tick() -> int:
+        nonlocal count
+        count += 1
+        return 0
+
+    conn.set_progress_handler(tick, STEP)
+    try:
+        conn.execute(sql)
+    finally:
+        conn.set_progress_handler(None, STEP)
+    return count * STEP
+
+
+async def _database(path: Path) -> sqlite3.Connection:
+    engine = SqliteEngine(path)
+    await engine.start()  # the schema, as migrations make it
+    await engine.close()
+    return sqlite3.connect(path, isolation_level=None)
+
+
+def _index_one_new_message(conn: sqlite3.Connection, history: int) -> int:
+    """Steps to index one pending message with ``history`` messages already indexed."""
+    conn.execute("BEGIN")
+    conn.executemany(
+        "INSERT INTO chat_messages (id, channel_id, seq, sender_id, client_msg_id, text,"
+        " attachments, created_ms) VALUES (?, 1, ?, 1, ?, 'hello', '[]', 0)",
+        [(i, i, str(i)) for i in range(1, history + 2)],
+    )
+    conn.execute("INSERT INTO chat_search (rowid, text) SELECT id, text FROM chat_messages")
+    conn.execute("DELETE FROM chat_search WHERE rowid = ?", (history + 1,))
+    conn.execute("INSERT INTO chat_search_pending (message_id) VALUES (?)", (history + 1,))
+    steps = _steps(conn, INDEX_PENDING)
+    conn.execute("ROLLBACK")
+    return steps
+
+
+async def test_indexing_pending_messages_does_not_scan_the_history(tmp_path: Path) -> None:
+    conn = await _database(tmp_path / "plans.sqlite3")
+    try:
+        small = _index_one_new_message(conn, 10)
+        large = _index_one_new_message(conn, 20_000)
+    finally:
+        conn.close()
+    # Scanning 20 000 messages costs hundreds of thousands of steps; a lookup by id, a few
+    # hundred (the FTS5 insert itself included).
+    assert large < small + 2_000, (small, large)
