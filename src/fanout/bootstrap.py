@@ -60,7 +60,6 @@ CLICK_BATCH = 1_000  # clicks aggregated per transaction
 SHUTDOWN_GRACE_S = 5.0
 LOW_LANE_CONCURRENCY = 2  # handlers at once on the low-priority lane
 STOP_WAIT_S = 2.0  # how long loops asked to stop may take before they are cancelled
-COMPACT_EVERY_S = 30.0  # acknowledged records linger at most this long in embedded mode
 
 Closer = Callable[[], Awaitable[None]]
 Ping = Callable[[], Awaitable[None]]
@@ -295,9 +294,11 @@ async def _embedded(settings: Settings, clock: Clock, closers: list[Closer]) -> 
     log_ = SqliteLog(engine, clock, partitions=settings.log_partitions)
 
     async def compact_forever() -> None:
-        """Drop acknowledged log records every ``COMPACT_EVERY_S`` (Redis trims with MAXLEN)."""
+        """Drop acknowledged log records every ``log_compact_every_s`` (Redis trims with
+        MAXLEN). Often, so that each round is small: a round deletes in short chunks, but a
+        backlog of a whole minute still took the writer away from the loop for a second."""
         while True:
-            await asyncio.sleep(COMPACT_EVERY_S)
+            await asyncio.sleep(settings.log_compact_every_s)
             try:
                 await log_.compact()
             except Exception:  # housekeeping: retry next round rather than stop

@@ -40,6 +40,8 @@ class Settings:
     # The log: partitions per topic, deliveries before a record goes to <topic>.dlq.
     log_partitions: int = 8
     log_max_attempts: int = 3
+    # Embedded: seconds between deletions of records every group acknowledged.
+    log_compact_every_s: float = 5.0
     # API.
     max_body_bytes: int = 1_048_576  # 1 MiB of JSON is far beyond any legitimate request
     token_ttl_s: int = 7 * 24 * 3600  # a week, then log in again
@@ -95,6 +97,8 @@ class Settings:
             problems.append("FANOUT_LOG_PARTITIONS must be within 1..1024")
         if self.log_max_attempts < 1:
             problems.append("FANOUT_LOG_MAX_ATTEMPTS must be at least 1")
+        if self.log_compact_every_s <= 0:
+            problems.append("FANOUT_LOG_COMPACT_EVERY_S must be positive")
         if self.rate_limit_per_s < 0:
             problems.append("FANOUT_RATE_LIMIT_PER_S must not be negative")
         if not 0 <= self.worker_id <= 1023:

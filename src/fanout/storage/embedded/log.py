@@ -21,7 +21,7 @@ from fanout.storage.embedded.engine import SqliteEngine, WriteTx
 
 __all__ = ["SqliteLog"]
 
-COMPACT_CHUNK = 5_000  # rows per delete job: keeps each write transaction short
+COMPACT_CHUNK = 500  # rows per delete job: each holds the writer for a millisecond or two
 
 
 class SqliteLog:
