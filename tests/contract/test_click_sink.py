@@ -1,5 +1,6 @@
-"""The click sink on a real log: nothing queued or in flight is lost on a clean stop, and a
-stop with the log down ends within the grace period instead of hanging."""
+"""The click sink on a real log: each click lands in its code's partition, nothing queued or in
+flight is lost on a clean stop, and a stop with the log down ends within the grace period
+instead of hanging."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import pytest
 
 from fanout.core.clock import SystemClock
 from fanout.core.log import Topics
+from fanout.core.partition import partition_for
 from fanout.links import clicks as clicks_module
-from fanout.links.clicks import ClickSink
+from fanout.links.clicks import ClickSink, decode_clicks
 from fanout.links.model import Click
 from fanout.storage.embedded.engine import SqliteEngine
 from fanout.storage.embedded.log import SqliteLog
@@ -22,13 +24,21 @@ def click(i: int) -> Click:
     return Click(f"c{i % 7}", 1_767_225_600_000 + i, f"v{i}", "", "", "desktop", False)
 
 
-async def logged(engine: SqliteEngine) -> int:
-    row = await engine.read(
+async def logged(engine: SqliteEngine) -> list[Click]:
+    """Every click in the log, in record order."""
+    rows = await engine.read(
         lambda c: c.execute(
-            "SELECT count(*) FROM log_records WHERE topic = ?", (Topics.LINKS_CLICKS,)
-        ).fetchone()
+            "SELECT partition, key, payload FROM log_records WHERE topic = ? ORDER BY id",
+            (Topics.LINKS_CLICKS,),
+        ).fetchall()
     )
-    return int(row[0])
+    found = []
+    for partition, key, payload in rows:
+        batch = decode_clicks(payload)
+        assert key == batch[0].code  # keyed by a code of the record
+        assert all(partition_for(c.code, 4) == partition for c in batch)  # each in its code's
+        found += batch
+    return found
 
 
 async def test_stopping_publishes_everything_queued_and_in_flight(tmp_path: Path) -> None:
@@ -42,7 +52,9 @@ async def test_stopping_publishes_everything_queued_and_in_flight(tmp_path: Path
         await asyncio.sleep(0)  # cancel while batches are still in flight
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
-        assert await logged(engine) >= 5_000  # at-least-once: a batch may land twice
+        found = await logged(engine)
+        assert {c.at_ms for c in found} == {click(i).at_ms for i in range(5_000)}
+        assert len(found) >= 5_000  # at-least-once: a batch may land twice
     finally:
         await engine.close()
 

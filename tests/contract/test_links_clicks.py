@@ -26,7 +26,7 @@ async def test_series_uniques_and_dimensions(links: LinksUnderTest) -> None:
         click(T0 + 7, visitor="crawler", device="bot", bot=True),
         click(T0 + 9, code="other"),
     ]  # fmt: skip
-    applied = await links.clicks.apply("g", 0, [(str(i + 1), c) for i, c in enumerate(clicks)])
+    applied = await links.clicks.apply("g", {0: [(str(i + 1), c) for i, c in enumerate(clicks)]})
     assert applied == len(clicks)
     minute = await links.clicks.stats("c1", "minute", T0, T0 + 3 * 60_000)
     assert minute.series == [Series(T0, 2, 1), Series(T0 + 60_000, 1, 1),
@@ -45,30 +45,50 @@ async def test_series_uniques_and_dimensions(links: LinksUnderTest) -> None:
 
 async def test_application_is_exactly_once_per_partition(links: LinksUnderTest) -> None:
     batch = [(str(offset), click(T0 + offset)) for offset in (3, 9, 10)]
-    assert await links.clicks.apply("g", 1, batch) == 3
-    assert await links.clicks.apply("g", 1, batch) == 0  # redelivered whole
+    assert await links.clicks.apply("g", {1: batch}) == 3
+    assert await links.clicks.apply("g", {1: batch}) == 0  # redelivered whole
     overlap = [*batch[1:], ("11", click(T0 + 11)), ("12", click(T0 + 12))]
-    assert await links.clicks.apply("g", 1, overlap) == 2  # 9 < 10 < 11: numeric, not text
-    assert await links.clicks.apply("g", 2, [("3", click(T0))]) == 1  # partitions apart
-    assert await links.clicks.apply("other-group", 1, [("3", click(T0))]) == 1
+    assert await links.clicks.apply("g", {1: overlap}) == 2  # 9 < 10 < 11: numeric, not text
+    assert await links.clicks.apply("g", {2: [("3", click(T0))]}) == 1  # partitions apart
+    assert await links.clicks.apply("other-group", {1: [("3", click(T0))]}) == 1
     stream_ids = [("1700000000000-9", click(T0)), ("1700000000000-10", click(T0))]
-    assert await links.clicks.apply("g", 3, stream_ids) == 2
-    assert await links.clicks.apply("g", 3, stream_ids[:1]) == 0
+    assert await links.clicks.apply("g", {3: stream_ids}) == 2
+    assert await links.clicks.apply("g", {3: stream_ids[:1]}) == 0
     assert (await links.clicks.totals(["c1"]))["c1"] == 9
+
+
+async def test_partitions_apply_together_each_past_its_own_watermark(
+    links: LinksUnderTest,
+) -> None:
+    assert await links.clicks.apply("g", {4: [("5", click(T0))]}) == 1
+    batches = {
+        4: [("5", click(T0)), ("6", click(T0 + 1)), ("6", click(T0 + 2))],  # 5 is in already
+        5: [("2", click(T0 + 3, code="c2")), ("3", click(T0 + 4, code="c2"))],
+        6: [],
+    }
+    assert await links.clicks.apply("g", batches) == 4
+    assert await links.clicks.apply("g", batches) == 0  # every watermark moved with the counts
+    later = {5: [("3", click(T0)), ("4", click(T0 + 5, code="c2"))], 4: [("7", click(T0))]}
+    assert await links.clicks.apply("g", later) == 2
+    assert await links.clicks.totals(["c1", "c2"]) == {"c1": 4, "c2": 3}
 
 
 async def test_concurrent_appliers_of_one_partition_never_double_count(
     links: LinksUnderTest,
 ) -> None:
     batch = [(str(o), click(T0 + o)) for o in range(1, 51)]
-    results = await asyncio.gather(*(links.clicks.apply("g", 0, batch) for _ in range(5)))
-    assert sum(results) == 50
-    assert (await links.clicks.totals(["c1"]))["c1"] == 50
+    other = [(str(o), click(T0 + o, code="c2")) for o in range(1, 11)]
+    results = await asyncio.gather(
+        *(links.clicks.apply("g", {0: batch, 1: other} if i % 2 else {1: other, 0: batch})
+          for i in range(6))
+    )  # fmt: skip
+    assert sum(results) == 60
+    assert await links.clicks.totals(["c1", "c2"]) == {"c1": 50, "c2": 10}
 
 
 async def test_pruning_keeps_hours_days_and_totals(links: LinksUnderTest) -> None:
     old = [(str(o), click(T0 + o * 60_000, visitor=f"v{o}")) for o in range(1, 4)]
-    await links.clicks.apply("g", 0, old)
+    await links.clicks.apply("g", {0: old})
     assert await links.clicks.prune(T0 + DAY, T0 + DAY) == 3 + 3  # visitors + minute buckets
     minute = await links.clicks.stats("c1", "minute", T0, T0 + 5 * 60_000)
     assert sum(p.clicks for p in minute.series) == 0
@@ -80,7 +100,7 @@ async def test_pruning_keeps_hours_days_and_totals(links: LinksUnderTest) -> Non
 async def test_orphan_visits_are_counted_without_dimensions(links: LinksUnderTest) -> None:
     orphans = [(str(o), click(T0 + o, code="", visitor=f"x{o}", utm_source=f"s{o}"))
                for o in range(1, 6)]  # fmt: skip
-    await links.clicks.apply("g", 0, orphans)
+    await links.clicks.apply("g", {0: orphans})
     stats = await links.clicks.stats("", "day", T0, T0 + DAY)
     assert stats.total == 5
     assert stats.series == [Series(T0, 0, 0)]

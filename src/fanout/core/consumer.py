@@ -157,7 +157,7 @@ class ConsumerRunner:
             await self._handle_batch(sub, records)
 
     async def _handle_batch(self, sub: Subscription, records: list[LogRecord]) -> None:
-        if sub.batch_handler is not None and len(records) > 1 and not self._stopping.is_set():
+        if sub.batch_handler is not None and not self._stopping.is_set():
             try:
                 async with self._slots:
                     await sub.batch_handler(records)

@@ -1,7 +1,11 @@
 """Clicks: what a redirect records, how it reaches the log, and how it is aggregated.
 
 A redirect never waits for analytics: it hands a :class:`Click` to :class:`ClickSink`, whose
-background task publishes batches to ``links.clicks`` (keyed by code). The queue is bounded;
+background task publishes batches to ``links.clicks``. A record carries many clicks: each
+flush writes one record per partition, holding the clicks whose codes hash to it and keyed by
+the first of those codes — every click still lands in its code's partition, while the log pays
+its per-record costs (insert, delivery, acknowledgement, compaction) once per batch instead of
+once per click, which measured ~5 times the rest of a click's cost. The queue is bounded;
 when it is full the redirect waits for room instead of dropping the click. On shutdown the sink
 drains what is queued. The aggregator consumes the topic in batches and applies them to the
 :class:`ClickStore` exactly once (see its docstring).
@@ -21,10 +25,18 @@ import msgspec
 
 from fanout.core.clock import Clock
 from fanout.core.log import Log, LogRecord, Topics
+from fanout.core.partition import partition_for
 from fanout.links.model import Click
 from fanout.links.ports import ClickStore
 
-__all__ = ["ClickAggregator", "ClickSink", "classify", "decode_click", "encode_click"]
+__all__ = [
+    "ClickAggregator",
+    "ClickSink",
+    "classify",
+    "click_records",
+    "decode_clicks",
+    "encode_clicks",
+]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +45,11 @@ log = logging.getLogger(__name__)
 PARSE_CACHE = 16_384
 SINK_QUEUE = 100_000  # clicks waiting for the log; past it redirects wait for room
 SINK_BATCH = 500  # clicks per publish
+# How long the first click of a batch waits for others. The log's costs are per record and per
+# commit (pages written to the WAL, a wake-up, read and acknowledgement by the aggregator):
+# publishing whatever was queued, a few clicks at a time, cost ~100 us per redirect at
+# 6 000 redirects/s against ~25 us with batches gathered this long.
+SINK_LINGER_S = 0.05
 FLUSH_GRACE_S = 5.0  # how long shutdown waits for the log to take the last clicks
 GROUP = "links-aggregator"
 
@@ -84,26 +101,38 @@ def visitor_hash(secret: bytes, client: str, user_agent: str) -> str:
     return digest.hexdigest()
 
 
-_encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(tuple[str, int, str, str, str, str, bool, str, str, str])
+_encode = msgspec.msgpack.Encoder().encode
+_decode_many = msgspec.msgpack.Decoder(list[Click]).decode
+_decode_one = msgspec.msgpack.Decoder(Click).decode  # records written one click each
 
 
-def encode_click(click: Click) -> bytes:
-    return _encoder.encode(
-        (click.code, click.at_ms, click.visitor, click.referrer_host, click.country,
-         click.device, click.bot, click.utm_source, click.utm_medium, click.utm_campaign)
-    )  # fmt: skip
+def encode_clicks(clicks: Sequence[Click]) -> bytes:
+    return _encode(clicks)
 
 
-def decode_click(raw: bytes) -> Click:
-    return Click(*_decoder.decode(raw))
+def decode_clicks(raw: bytes) -> list[Click]:
+    """The clicks of a record: a batch, or one click as records were before batches."""
+    try:
+        return _decode_many(raw)
+    except msgspec.ValidationError:
+        return [_decode_one(raw)]
+
+
+def click_records(clicks: Sequence[Click], partitions: int) -> list[tuple[str, bytes]]:
+    """(key, payload) records for ``clicks``: one per partition their codes hash to, keyed by
+    its first code, so that each click is in the partition of its own code."""
+    by_partition: dict[int, list[Click]] = {}
+    for click in clicks:
+        by_partition.setdefault(partition_for(click.code, partitions), []).append(click)
+    return [(group[0].code, encode_clicks(group)) for group in by_partition.values()]
 
 
 class ClickSink:
     """Bounded hand-off from redirects to the log, flushed by :meth:`run`."""
 
-    def __init__(self, log_: Log) -> None:
+    def __init__(self, log_: Log, *, linger_s: float = SINK_LINGER_S) -> None:
         self._log = log_
+        self.linger_s = linger_s
         self._queue: asyncio.Queue[Click] = asyncio.Queue(SINK_QUEUE)
         self._inflight: list[Click] = []
         self.published = 0
@@ -121,6 +150,8 @@ class ClickSink:
         try:
             while True:
                 self._inflight = [await self._queue.get()]
+                if self._queue.qsize() < SINK_BATCH - 1:
+                    await asyncio.sleep(self.linger_s)  # let a batch gather
                 await self._publish_more(self._inflight)
                 self._inflight = []
         finally:
@@ -143,9 +174,8 @@ class ClickSink:
             batch.append(self._queue.get_nowait())
         while True:
             try:
-                await self._log.publish_many(
-                    Topics.LINKS_CLICKS, [(c.code, encode_click(c)) for c in batch]
-                )
+                records = click_records(batch, self._log.partitions)
+                await self._log.publish_many(Topics.LINKS_CLICKS, records)
                 self.published += len(batch)
                 return
             except Exception:  # the log is down: keep the clicks and retry
@@ -156,15 +186,39 @@ class ClickSink:
 VISITORS_KEPT_MS = 2 * 86_400_000  # uniques are per hour; two days absorb late redeliveries
 MINUTES_KEPT_MS = 7 * 86_400_000  # minute series for a week; hours and days are kept
 PRUNE_EVERY_S = 600.0
+AGGREGATE_WINDOW_S = 1.0  # clicks are counted within about this long (plus the sink's linger)
+AGGREGATE_WINDOW_CLICKS = 20_000  # or sooner, when this many wait
 
 
 class ClickAggregator:
-    """Consumes ``links.clicks`` in batches into the click store (exactly once), and prunes
-    what the statistics no longer need."""
+    """Consumes ``links.clicks`` into the click store (exactly once), and prunes what the
+    statistics no longer need.
 
-    def __init__(self, store: ClickStore, clock: Clock) -> None:
+    Batches read from every partition within ``window_s`` (or until ``window_clicks``) are
+    applied together, in one transaction, and each handler returns once its clicks are in.
+    Most of a click's cost is the counter rows it touches — six per distinct link and minute —
+    so the longer the window, the more clicks of a popular link share rows: over a Zipf
+    spread of 100 000 links, 300 clicks touch rows of ~175 links, a second's 6 000 clicks
+    those of ~2 000. Records stay unacknowledged meanwhile; a crash redelivers them and the
+    watermarks skip what committed."""
+
+    def __init__(
+        self,
+        store: ClickStore,
+        clock: Clock,
+        *,
+        window_s: float = AGGREGATE_WINDOW_S,
+        window_clicks: int = AGGREGATE_WINDOW_CLICKS,
+    ) -> None:
         self._store = store
         self._clock = clock
+        self._window_s = window_s
+        self._window_clicks = window_clicks
+        self._batches: dict[int, list[tuple[str, Click]]] = {}
+        self._size = 0
+        self._window: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._applying: set[asyncio.Task[None]] = set()
 
     async def prune_forever(self) -> None:
         while True:
@@ -176,13 +230,50 @@ class ClickAggregator:
                 log.exception("pruning click aggregates failed")
 
     async def handle_batch(self, records: Sequence[LogRecord]) -> None:
-        by_partition: dict[int, list[tuple[str, Click]]] = {}
+        """Join the open window; return when it is applied (raise if that failed). A
+        cancelled caller leaves its clicks in the window: applied or not, its records are
+        redelivered, and the watermarks make that harmless."""
+        loop = asyncio.get_running_loop()
         for record in records:
-            by_partition.setdefault(record.partition, []).append(
-                (record.offset, decode_click(record.payload))
+            clicks = decode_clicks(record.payload)
+            self._batches.setdefault(record.partition, []).extend(
+                (record.offset, click) for click in clicks
             )
-        for partition, clicks in by_partition.items():
-            await self._store.apply(GROUP, partition, clicks)
+            self._size += len(clicks)
+        window = self._window
+        if window is None:
+            window = self._window = loop.create_future()
+            self._timer = loop.call_later(self._window_s, self._close)
+        if self._size >= self._window_clicks:
+            self._close()
+        await asyncio.shield(window)
 
     async def handle(self, record: LogRecord) -> None:
-        await self.handle_batch([record])
+        """One record alone, at once (the consumer's path to isolate a failing record)."""
+        clicks = decode_clicks(record.payload)
+        await self._store.apply(GROUP, {record.partition: [(record.offset, c) for c in clicks]})
+
+    def _close(self) -> None:
+        batches, window = self._batches, self._window
+        if window is None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._batches, self._size, self._window, self._timer = {}, 0, None, None
+        task = asyncio.create_task(self._apply(batches, window))
+        self._applying.add(task)
+        task.add_done_callback(self._applying.discard)
+
+    async def _apply(
+        self, batches: dict[int, list[tuple[str, Click]]], window: asyncio.Future[None]
+    ) -> None:
+        try:
+            await self._store.apply(GROUP, batches)
+        except asyncio.CancelledError:
+            window.cancel()
+            raise
+        except Exception as exc:
+            window.set_exception(exc)
+            window.exception()  # seen here: callers that went away must not log it again
+        else:
+            window.set_result(None)

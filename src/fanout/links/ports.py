@@ -6,7 +6,7 @@ Adapters: ``storage/embedded/links.py``, ``storage/postgres/links.py``,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from fanout.accounts.model import UserId
@@ -53,13 +53,13 @@ class ClickStore(Protocol):
     """Click aggregates: per minute, hour and day, unique visitors per hour, dimensions per day.
 
     ``apply`` is exactly-once per log position: it skips records at or below the watermark it
-    keeps for (group, partition), and moves the watermark in the same transaction as the
+    keeps for (group, partition), and moves the watermarks in the same transaction as the
     counters, so a redelivered batch never counts twice and a crash never loses one.
     """
 
-    async def apply(self, group: str, partition: int, clicks: Sequence[tuple[str, Click]]) -> int:
-        """Aggregate ``(offset, click)`` pairs of one partition, in offset order; the number
-        applied (those above the watermark)."""
+    async def apply(self, group: str, batches: Mapping[int, Sequence[tuple[str, Click]]]) -> int:
+        """Aggregate ``(offset, click)`` pairs per partition, each partition's in offset order,
+        in one transaction; the number of clicks applied (those above the watermarks)."""
         ...
 
     async def stats(

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from fanout.accounts.model import UserId
 from fanout.core.errors import Conflict
-from fanout.core.log import offset_order
-from fanout.links.aggregate import DAY_MS, GRAINS, build_stats, deltas
+from fanout.links.aggregate import DAY_MS, GRAINS, build_stats, deltas, past
 from fanout.links.model import Click, Link, LinkStats
 from fanout.storage.embedded.engine import SqliteEngine, WriteTx
 
@@ -103,20 +102,23 @@ class SqliteClickStore:
     def __init__(self, engine: SqliteEngine) -> None:
         self._engine = engine
 
-    async def apply(self, group: str, partition: int, clicks: Sequence[tuple[str, Click]]) -> int:
-        return await self._engine.write(
-            lambda tx: self._apply(tx, group, partition, clicks), offload=True
-        )
+    async def apply(self, group: str, batches: Mapping[int, Sequence[tuple[str, Click]]]) -> int:
+        return await self._engine.write(lambda tx: self._apply(tx, group, batches), offload=True)
 
     def _apply(
-        self, tx: WriteTx, group: str, partition: int, clicks: Sequence[tuple[str, Click]]
+        self, tx: WriteTx, group: str, batches: Mapping[int, Sequence[tuple[str, Click]]]
     ) -> int:
-        row = tx.execute(
-            "SELECT hi, lo FROM click_watermarks WHERE grp = ? AND partition = ?",
-            (group, partition),
-        ).fetchone()
-        mark = (row[0], row[1]) if row else (-1, -1)
-        fresh = [(offset_order(o), c) for o, c in clicks if offset_order(o) > mark]
+        fresh: list[Click] = []
+        moved: list[tuple[str, int, int, int]] = []
+        for partition, clicks in sorted(batches.items()):
+            row = tx.execute(
+                "SELECT hi, lo FROM click_watermarks WHERE grp = ? AND partition = ?",
+                (group, partition),
+            ).fetchone()
+            new, last = past(clicks, (row[0], row[1]) if row else (-1, -1))
+            if new:
+                fresh += new
+                moved.append((group, partition, *last))
         if not fresh:
             return 0
 
@@ -126,30 +128,30 @@ class SqliteClickStore:
                 (code, hour, visitor),
             ).rowcount)  # fmt: skip
 
-        found = deltas([c for _, c in fresh], first_seen)
+        found = deltas(fresh, first_seen)
+        # Rows in key order: consecutive upserts land on the same or neighbouring pages.
         tx.executemany(
             "INSERT INTO click_counts (code, grain, bucket_ms, clicks, uniques)"
             " VALUES (?, ?, ?, ?, ?) ON CONFLICT (code, grain, bucket_ms) DO UPDATE SET"
             " clicks = clicks + excluded.clicks, uniques = uniques + excluded.uniques",
-            [(*key, n, found.uniques[key]) for key, n in found.clicks.items()],
+            sorted((*key, n, found.uniques[key]) for key, n in found.clicks.items()),
         )
         tx.executemany(
             "INSERT INTO click_dims (code, day_ms, dim, value, clicks) VALUES (?, ?, ?, ?, ?)"
             " ON CONFLICT (code, day_ms, dim, value)"
             " DO UPDATE SET clicks = clicks + excluded.clicks",
-            [(*key, n) for key, n in found.dims.items()],
+            sorted((*key, n) for key, n in found.dims.items()),
         )
-        codes = set(found.totals) | set(found.bots)
+        codes = sorted(set(found.totals) | set(found.bots))
         tx.executemany(
             "INSERT INTO click_totals (code, clicks, bots) VALUES (?, ?, ?) ON CONFLICT (code)"
             " DO UPDATE SET clicks = clicks + excluded.clicks, bots = bots + excluded.bots",
             [(code, found.totals[code], found.bots[code]) for code in codes],
         )
-        last = max(o for o, _ in fresh)
-        tx.execute(
+        tx.executemany(
             "INSERT INTO click_watermarks (grp, partition, hi, lo) VALUES (?, ?, ?, ?)"
             " ON CONFLICT (grp, partition) DO UPDATE SET hi = excluded.hi, lo = excluded.lo",
-            (group, partition, *last),
+            moved,
         )
         return len(fresh)
 

@@ -15,14 +15,13 @@ SQLite's single writer made something safe for free, PostgreSQL gets it from a r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import asyncpg
 
 from fanout.accounts.model import UserId
 from fanout.core.errors import Conflict
-from fanout.core.log import offset_order
-from fanout.links.aggregate import DAY_MS, GRAINS, Deltas, build_stats, deltas
+from fanout.links.aggregate import DAY_MS, GRAINS, Deltas, build_stats, deltas, past
 from fanout.links.model import Click, Link, LinkStats
 from fanout.storage.postgres.engine import PgConnection, PostgresEngine
 
@@ -137,7 +136,19 @@ class PostgresLinkStore:
 
 # -- clicks --------------------------------------------------------------------------------------
 
-_LOCK_WATERMARK = "SELECT hi, lo FROM click_watermarks WHERE grp = $1 AND partition = $2 FOR UPDATE"
+_ADD_WATERMARKS = (
+    "INSERT INTO click_watermarks (grp, partition, hi, lo)"
+    " SELECT $1, p, -1, -1 FROM unnest($2::int[]) AS p ON CONFLICT DO NOTHING"
+)
+_LOCK_WATERMARKS = (
+    "SELECT partition, hi, lo FROM click_watermarks WHERE grp = $1 AND partition = ANY($2::int[])"
+    " ORDER BY partition FOR UPDATE"
+)
+_MOVE_WATERMARKS = (
+    "UPDATE click_watermarks w SET hi = m.hi, lo = m.lo"
+    " FROM unnest($2::int[], $3::bigint[], $4::bigint[]) AS m (partition, hi, lo)"
+    " WHERE w.grp = $1 AND w.partition = m.partition"
+)
 # One statement for the whole batch; RETURNING lists only the rows inserted, i.e. the visitors
 # new in their hour. A triple another partition's open transaction just inserted waits for it,
 # then counts as seen (or as new, if that transaction rolled back).
@@ -202,7 +213,8 @@ async def _add(conn: PgConnection, found: Deltas) -> None:
 class PostgresClickStore:
     """Click aggregates; contract in :class:`fanout.links.ports.ClickStore`.
 
-    One ``apply`` is one transaction: lock the watermark row, drop records at or below it,
+    One ``apply`` is one transaction: lock the partitions' watermark rows, drop records at or
+    below them,
     record visitors, add to the counters, move the watermark, commit. A redelivered batch finds
     the watermark already past it; a crash rolls everything back, watermark included.
     """
@@ -210,43 +222,32 @@ class PostgresClickStore:
     def __init__(self, engine: PostgresEngine) -> None:
         self._engine = engine
 
-    async def apply(self, group: str, partition: int, clicks: Sequence[tuple[str, Click]]) -> int:
+    async def apply(self, group: str, batches: Mapping[int, Sequence[tuple[str, Click]]]) -> int:
         async def apply_clicks(conn: PgConnection) -> int:
-            # Create the row if this is the partition's first batch (a concurrent creator makes
-            # this wait for its commit), then lock it: appliers of one partition queue here.
-            await conn.execute(
-                "INSERT INTO click_watermarks (grp, partition, hi, lo) VALUES ($1, $2, -1, -1)"
-                " ON CONFLICT DO NOTHING",
-                group,
-                partition,
-            )
-            row = await conn.fetchrow(_LOCK_WATERMARK, group, partition)
-            assert row is not None  # inserted above or by a committed transaction; never deleted
-            mark = (row["hi"], row["lo"])
-            fresh = [(offset_order(o), c) for o, c in clicks if offset_order(o) > mark]
-            if not fresh:
+            partitions = sorted(batches)
+            # Create the rows of partitions seen for the first time (a concurrent creator makes
+            # this wait for its commit), then lock them in partition order (no deadlock):
+            # appliers of one partition queue here.
+            await conn.execute(_ADD_WATERMARKS, group, partitions)
+            marks = {r["partition"]: (r["hi"], r["lo"])
+                     for r in await conn.fetch(_LOCK_WATERMARKS, group, partitions)}  # fmt: skip
+            batch: list[Click] = []
+            moved: list[tuple[int, int, int]] = []
+            for partition in partitions:
+                fresh, (hi, lo) = past(batches[partition], marks[partition])
+                if fresh:
+                    batch += fresh
+                    moved.append((partition, hi, lo))
+            if not batch:
                 return 0
-            batch = [c for _, c in fresh]
             new = await _first_seen(conn, batch)
 
             def first_seen(code: str, hour: int, visitor: str) -> bool:
-                # True once per new triple: its first click in the batch is the unique one.
-                key = (code, hour, visitor)
-                if key in new:
-                    new.remove(key)
-                    return True
-                return False
+                return (code, hour, visitor) in new
 
             await _add(conn, deltas(batch, first_seen))
-            hi, lo = max(o for o, _ in fresh)
-            await conn.execute(
-                "UPDATE click_watermarks SET hi = $3, lo = $4 WHERE grp = $1 AND partition = $2",
-                group,
-                partition,
-                hi,
-                lo,
-            )
-            return len(fresh)
+            await conn.execute(_MOVE_WATERMARKS, group, *_columns(moved, 3))
+            return len(batch)
 
         return await self._engine.transaction(apply_clicks)
 
