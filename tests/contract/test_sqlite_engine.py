@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -142,3 +144,31 @@ async def test_the_wal_stops_growing_under_writes_that_never_pause(tmp_path: Pat
         assert sizes[-1][1] < 2 * at_one, (at_one, sizes[-1])
     finally:
         await engine.close()
+
+
+async def test_lookups_run_on_the_loop_and_see_every_commit(tmp_path: Path) -> None:
+    engine = SqliteEngine(tmp_path / "s.sqlite3")
+    await engine.start()
+    loop_thread = threading.get_ident()
+
+    def value(conn: sqlite3.Connection) -> tuple[int, int | None]:
+        row = conn.execute("SELECT value FROM counters WHERE name = 'n'").fetchone()
+        return threading.get_ident(), row[0] if row else None
+
+    try:
+        assert await engine.read(value, lookup=True) == (loop_thread, None)
+        for n in range(1, 4):
+            await engine.write(
+                lambda tx, n=n: tx.execute(
+                    "INSERT INTO counters (name, value) VALUES ('n', ?)"
+                    " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    (n,),
+                )
+            )
+            assert await engine.read(value, lookup=True) == (loop_thread, n)
+        pooled, seen = await engine.read(value)
+        assert pooled != loop_thread and seen == 3  # without ``lookup``: a reader thread
+    finally:
+        await engine.close()
+    with pytest.raises(Unavailable):
+        await engine.read(value, lookup=True)

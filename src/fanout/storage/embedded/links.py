@@ -50,7 +50,8 @@ class SqliteLinkStore:
 
     async def get(self, code: str) -> Link | None:
         row = await self._engine.read(
-            lambda c: c.execute(f"SELECT {_COLUMNS} FROM links WHERE code = ?", (code,)).fetchone()
+            lambda c: c.execute(f"SELECT {_COLUMNS} FROM links WHERE code = ?", (code,)).fetchone(),
+            lookup=True,  # the redirect's cache miss, by primary key
         )
         return None if row is None else _link(row)
 
