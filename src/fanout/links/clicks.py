@@ -132,7 +132,7 @@ class ClickSink:
 
     def __init__(self, log_: Log, *, linger_s: float = SINK_LINGER_S) -> None:
         self._log = log_
-        self.linger_s = linger_s
+        self._linger_s = linger_s
         self._queue: asyncio.Queue[Click] = asyncio.Queue(SINK_QUEUE)
         self._inflight: list[Click] = []
         self.published = 0
@@ -151,7 +151,7 @@ class ClickSink:
             while True:
                 self._inflight = [await self._queue.get()]
                 if self._queue.qsize() < SINK_BATCH - 1:
-                    await asyncio.sleep(self.linger_s)  # let a batch gather
+                    await asyncio.sleep(self._linger_s)  # let a batch gather
                 await self._publish_more(self._inflight)
                 self._inflight = []
         finally:
@@ -235,11 +235,9 @@ class ClickAggregator:
         redelivered, and the watermarks make that harmless."""
         loop = asyncio.get_running_loop()
         for record in records:
-            clicks = decode_clicks(record.payload)
-            self._batches.setdefault(record.partition, []).extend(
-                (record.offset, click) for click in clicks
-            )
-            self._size += len(clicks)
+            pairs = _pairs(record)
+            self._batches.setdefault(record.partition, []).extend(pairs)
+            self._size += len(pairs)
         window = self._window
         if window is None:
             window = self._window = loop.create_future()
@@ -250,8 +248,7 @@ class ClickAggregator:
 
     async def handle(self, record: LogRecord) -> None:
         """One record alone, at once (the consumer's path to isolate a failing record)."""
-        clicks = decode_clicks(record.payload)
-        await self._store.apply(GROUP, {record.partition: [(record.offset, c) for c in clicks]})
+        await self._store.apply(GROUP, {record.partition: _pairs(record)})
 
     def _close(self) -> None:
         batches, window = self._batches, self._window
@@ -277,3 +274,8 @@ class ClickAggregator:
             window.exception()  # seen here: callers that went away must not log it again
         else:
             window.set_result(None)
+
+
+def _pairs(record: LogRecord) -> list[tuple[str, Click]]:
+    """The record's clicks with its offset, as the store applies them."""
+    return [(record.offset, click) for click in decode_clicks(record.payload)]
