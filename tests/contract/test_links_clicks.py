@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from fanout.links.model import Click, Series
+from fanout.storage.embedded import links as sqlite_links
 from tests.contract.conftest import LinksUnderTest
 
 DAY = 86_400_000
@@ -95,6 +98,27 @@ async def test_pruning_keeps_hours_days_and_totals(links: LinksUnderTest) -> Non
     hour = await links.clicks.stats("c1", "hour", T0, T0 + 3_600_000)
     assert hour.series == [Series(T0, 3, 3)] and hour.total == 3
     assert await links.clicks.prune(T0 + DAY, T0 + DAY) == 0
+
+
+async def test_pruning_reaches_every_code_whatever_the_chunks(
+    links: LinksUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite prunes in transactions over ranges of codes: with chunks of two rows every code's
+    old rows still go, and the recent ones stay (PostgreSQL ignores the setting)."""
+    monkeypatch.setattr(sqlite_links, "PRUNE_CHUNK_ROWS", 2)
+    old = [(str(o), click(T0 + o * 60_000, visitor=f"v{o}", code=f"c{o % 5}"))
+           for o in range(1, 31)]  # fmt: skip
+    recent = [(str(100 + o), click(T0 + 2 * DAY + o * 60_000, visitor=f"w{o}", code=f"c{o % 5}"))
+              for o in range(1, 11)]  # fmt: skip
+    await links.clicks.apply("g", {0: old + recent})
+    assert await links.clicks.prune(T0 + DAY, T0 + DAY) == 30 + 30  # visitors + minute buckets
+    assert await links.clicks.prune(T0 + DAY, T0 + DAY) == 0
+    for code in (f"c{i}" for i in range(5)):
+        kept = await links.clicks.stats(code, "minute", T0 + 2 * DAY, T0 + 2 * DAY + 3_600_000)
+        assert sum(p.clicks for p in kept.series) == 2 and sum(p.uniques for p in kept.series) == 2
+        gone = await links.clicks.stats(code, "minute", T0, T0 + 3_600_000)
+        assert sum(p.clicks for p in gone.series) == 0
+        assert (await links.clicks.stats(code, "hour", T0, T0 + 3_600_000)).series[0].clicks == 6
 
 
 async def test_orphan_visits_are_counted_without_dimensions(links: LinksUnderTest) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Mapping, Sequence
 
@@ -15,6 +16,28 @@ __all__ = ["SqliteClickStore", "SqliteLinkStore"]
 
 _COLUMNS = "code, owner_id, url, redirect, created_ms, expires_ms, max_visits, deleted"
 _TOP = (2**63 - 1, "\U0010ffff")
+PRUNE_CHUNK_ROWS = 1_000  # rows one prune transaction walks (a few ms of the writer)
+
+
+def _prune_chunk(
+    table: str, old: str, before: int, after: str | None, tx: WriteTx
+) -> tuple[int, str | None]:
+    """Delete ``table``'s rows matching ``old`` among the codes past ``after`` (None: from the
+    first) up to the code ``PRUNE_CHUNK_ROWS`` rows on, whole codes: (rows deleted, the last
+    code covered, or None once the table's end is reached)."""
+    start, mark = ("code >= ?", "") if after is None else ("code > ?", after)
+    row = tx.execute(
+        f"SELECT code FROM {table} WHERE {start} ORDER BY code LIMIT 1 OFFSET ?",
+        (mark, PRUNE_CHUNK_ROWS),
+    ).fetchone()
+    if row is None:  # the rest of the table
+        deleted = tx.execute(f"DELETE FROM {table} WHERE {start} AND {old}", (mark, before))
+        return int(deleted.rowcount), None
+    last = str(row[0])
+    deleted = tx.execute(
+        f"DELETE FROM {table} WHERE {start} AND code <= ? AND {old}", (mark, last, before)
+    )
+    return int(deleted.rowcount), last
 
 
 def _link(row: tuple[str, int, str, int, int, int | None, int | None, int]) -> Link:
@@ -184,16 +207,22 @@ class SqliteClickStore:
         return await self._engine.read(query, snapshot=True)  # totals and dims agree
 
     async def prune(self, visitors_before_ms: int, minutes_before_ms: int) -> int:
-        def job(tx: WriteTx) -> int:
-            visitors = tx.execute(
-                "DELETE FROM click_visitors WHERE hour_ms < ?", (visitors_before_ms,)
-            ).rowcount
-            minutes = tx.execute(
-                "DELETE FROM click_counts WHERE grain = 'm' AND bucket_ms < ?", (minutes_before_ms,)
-            ).rowcount
-            return int(visitors + minutes)
-
-        return await self._engine.write(job, offload=True)
+        """In transactions of about ``PRUNE_CHUNK_ROWS`` rows each, by ranges of codes: the
+        tables' keys start with the code, so a delete by time alone walks a whole table in one
+        transaction — 1.2 s to drop 3.5M of 5M rows, every write of the process waiting."""
+        pruned = 0
+        for table, old, before in (
+            ("click_visitors", "hour_ms < ?", visitors_before_ms),
+            ("click_counts", "grain = 'm' AND bucket_ms < ?", minutes_before_ms),
+        ):
+            after: str | None = None
+            while True:
+                chunk = functools.partial(_prune_chunk, table, old, before, after)
+                deleted, after = await self._engine.write(chunk, offload=True)
+                pruned += deleted
+                if after is None:
+                    break
+        return pruned
 
     async def totals(self, codes: Sequence[str]) -> dict[str, int]:
         unique = list(set(codes))
