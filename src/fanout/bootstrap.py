@@ -43,6 +43,7 @@ from fanout.gateway import GatewayFeed
 from fanout.links.clicks import GROUP as CLICKS_GROUP
 from fanout.links.clicks import ClickAggregator, ClickSink
 from fanout.links.codes import CodePermutation
+from fanout.links.model import Link
 from fanout.links.ports import ClickStore, DeleteFeed, LinkCache, LinkStore
 from fanout.links.resolver import BROADCAST_TTL_S, SOLE_PROCESS_TTL_S, Resolver
 from fanout.links.service import LinkService
@@ -79,6 +80,7 @@ class Backend:
     clicks: ClickStore
     link_cache: LinkCache | None
     delete_feed: DeleteFeed | None
+    link_now: Callable[[str], Link | None] | None  # links.get answered without a wait, if it can
     chat: ChatStores
     router: Router
     checks: dict[str, Ping]
@@ -186,7 +188,7 @@ async def build(
         # cached long. Scaled processes hear of each other's deletes through the delete feed.
         ttl = BROADCAST_TTL_S if backend.delete_feed else SOLE_PROCESS_TTL_S
         resolver = Resolver(backend.links, backend.link_cache, clock, positive_ttl_s=ttl,
-                            feed=backend.delete_feed)  # fmt: skip
+                            feed=backend.delete_feed, get_now=backend.link_now)  # fmt: skip
         if backend.delete_feed is not None:
             await backend.delete_feed.start(resolver.invalidate, resolver.invalidate_all)
             closers.append(backend.delete_feed.close)
@@ -292,6 +294,7 @@ async def _embedded(settings: Settings, clock: Clock, closers: list[Closer]) -> 
     await engine.start()
     closers.append(engine.close)
     log_ = SqliteLog(engine, clock, partitions=settings.log_partitions)
+    links = SqliteLinkStore(engine)
 
     async def compact_forever() -> None:
         """Drop acknowledged log records every ``log_compact_every_s`` (Redis trims with
@@ -312,8 +315,8 @@ async def _embedded(settings: Settings, clock: Clock, closers: list[Closer]) -> 
             timelines=SqliteTimelineStore(engine, cap=settings.feed_timeline_cap),
             snapshots=MemorySnapshotStore(clock),
         ),
-        links=SqliteLinkStore(engine), clicks=SqliteClickStore(engine), link_cache=None,
-        delete_feed=None,
+        links=links, clicks=SqliteClickStore(engine), link_cache=None, delete_feed=None,
+        link_now=links.get_now,
         chat=ChatStores(
             channels=SqliteChannelStore(engine, log_), messages=SqliteMessageStore(engine, log_),
             uploads=SqliteUploadStore(engine), presence=MemoryPresenceStore(clock),
@@ -381,7 +384,7 @@ async def _scaled(settings: Settings, clock: Clock, closers: list[Closer]) -> Ba
             snapshots=RedisSnapshotStore(client),
         ),
         links=PostgresLinkStore(engine), clicks=PostgresClickStore(engine),
-        link_cache=RedisLinkCache(client), delete_feed=RedisDeleteFeed(client),
+        link_cache=RedisLinkCache(client), delete_feed=RedisDeleteFeed(client), link_now=None,
         chat=ChatStores(
             channels=PostgresChannelStore(engine, outbox),
             messages=PostgresMessageStore(engine, outbox), uploads=PostgresUploadStore(engine),

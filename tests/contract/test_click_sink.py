@@ -75,3 +75,31 @@ async def test_stopping_with_the_log_down_ends_within_the_grace(
     runner.cancel()
     await asyncio.gather(runner, return_exceptions=True)
     assert time.monotonic() - began < 3.0
+
+
+async def test_a_full_queue_makes_redirects_wait_and_loses_nothing(tmp_path: Path) -> None:
+    engine = SqliteEngine(tmp_path / "s.sqlite3")
+    await engine.start()
+    try:
+        sink = ClickSink(SqliteLog(engine, SystemClock(), partitions=4), capacity=10)
+        for i in range(10):
+            assert not sink.full()
+            sink.add_nowait(click(i))
+        assert sink.full()
+        with pytest.raises(asyncio.QueueFull):
+            sink.add_nowait(click(10))
+        waiting = [asyncio.create_task(sink.add(click(i))) for i in range(10, 25)]
+        await asyncio.sleep(0.05)
+        assert not any(w.done() for w in waiting)  # nothing takes clicks yet: they wait
+        runner = asyncio.create_task(sink.run())
+        await asyncio.wait_for(asyncio.gather(*waiting), 5)
+        for _ in range(100):
+            if sink.published >= 25:
+                break
+            await asyncio.sleep(0.02)
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+        found = await logged(engine)
+        assert sorted(c.at_ms for c in found) == [click(i).at_ms for i in range(25)]
+    finally:
+        await engine.close()

@@ -7,10 +7,10 @@ import asyncio
 import dataclasses
 
 from fanout.accounts.model import UserId
-from fanout.core.clock import SystemClock
+from fanout.core.clock import ManualClock, SystemClock
 from fanout.core.errors import Unavailable
 from fanout.links.model import Link
-from fanout.links.resolver import Outcome, Resolver
+from fanout.links.resolver import Outcome, Resolution, Resolver
 from tests.contract.conftest import LinksUnderTest
 
 OWNER = UserId(2**60 + 5)
@@ -70,3 +70,63 @@ async def test_redirects_survive_a_shared_cache_outage(links: LinksUnderTest) ->
     assert (await resolver.resolve("alive")).outcome is Outcome.REDIRECT
     assert (await resolver.resolve("nope")).outcome is Outcome.UNKNOWN
     await resolver.forget("alive")
+
+
+async def test_cached_answers_only_what_this_process_holds(links: LinksUnderTest) -> None:
+    """``resolve_now`` (the HTTP protocol's synchronous path) answers from the LRU alone, as
+    ``resolve`` would, and leaves misses, stale entries and limited visits to ``resolve``."""
+    clock = ManualClock(start_ms=1_000_000)
+    live = Link("cachedok", OWNER, "https://example.com/a", 302, clock.now_ms(), None)
+    limited = Link("cachedlim", OWNER, "https://example.com/b", 302, clock.now_ms(), None, 1)
+    timed = Link("cachedexp", OWNER, "https://example.com/c", 302, clock.now_ms(),
+                 clock.now_ms() + 10_000)  # fmt: skip
+    for link in (live, limited, timed):
+        await links.links.create(link)
+    resolver = Resolver(links.links, links.cache, clock, positive_ttl_s=60)
+    for code in ("cachedok", "cachedlim", "cachedexp", "cachednone"):
+        assert resolver.resolve_now(code) is None  # nothing held yet
+        await resolver.resolve(code, visit=False)
+    lookups, hits = resolver.lookups, resolver.hits
+    assert resolver.resolve_now("cachedok") == Resolution(Outcome.REDIRECT, live)
+    assert resolver.resolve_now("cachednone") == Resolution(Outcome.UNKNOWN)
+    assert resolver.resolve_now("cachedlim") is None  # a visit must be counted by the store
+    assert resolver.resolve_now("cachedlim", visit=False) == Resolution(Outcome.REDIRECT, limited)
+    assert (resolver.lookups, resolver.hits) == (lookups + 3, hits + 3)
+    assert (await resolver.resolve("cachedlim")).outcome is Outcome.REDIRECT  # the one visit
+    assert (await resolver.resolve("cachedlim")).outcome is Outcome.GONE
+    clock.advance(11)
+    assert resolver.resolve_now("cachedexp") == Resolution(Outcome.GONE, timed)  # expired meanwhile
+    clock.advance(60)
+    assert resolver.resolve_now("cachedok") is None  # past the LRU's lifetime: ask again
+    assert (await resolver.resolve("cachedok")).outcome is Outcome.REDIRECT
+    assert resolver.resolve_now("cachedok") == Resolution(Outcome.REDIRECT, live)
+
+
+async def test_a_store_that_reads_without_a_wait_answers_misses_at_once(
+    links: LinksUnderTest,
+) -> None:
+    """Embedded SQLite reads a link on the loop's thread (``get_now``): a miss is answered by
+    ``resolve_now`` too, and cached. Stores without it (scaled) leave misses to ``resolve``."""
+    clock = ManualClock(start_ms=1_000_000)
+    live = Link("nowok", OWNER, "https://example.com/a", 302, clock.now_ms(), None)
+    limited = Link("nowlim", OWNER, "https://example.com/b", 302, clock.now_ms(), None, 1)
+    for link in (live, limited):
+        await links.links.create(link)
+    get_now = getattr(links.links, "get_now", None)
+    resolver = Resolver(links.links, links.cache, clock, get_now=get_now)
+    if get_now is None:
+        assert resolver.resolve_now("nowok") is None and resolver.lookups == 0
+        return
+    assert resolver.resolve_now("nowok") == Resolution(Outcome.REDIRECT, live)
+    assert (resolver.lookups, resolver.hits) == (1, 0)
+    assert resolver.resolve_now("nowok") == Resolution(Outcome.REDIRECT, live)
+    assert (resolver.lookups, resolver.hits) == (2, 1)
+    assert resolver.resolve_now("nownone") == Resolution(Outcome.UNKNOWN)
+    await links.links.create(Link("nownone", OWNER, "https://example.com/c", 302,
+                                  clock.now_ms(), None))  # fmt: skip
+    await resolver.forget("nownone")  # as the service does after a create
+    assert resolver.resolve_now("nownone") is not None
+    assert resolver.resolve_now("nownone").outcome is Outcome.REDIRECT  # type: ignore[union-attr]
+    assert resolver.resolve_now("nowlim") is None  # read and cached, but the visit is the store's
+    assert (await resolver.resolve("nowlim")).outcome is Outcome.REDIRECT
+    assert (await resolver.resolve("nowlim")).outcome is Outcome.GONE

@@ -95,6 +95,7 @@ def utm(query: str) -> tuple[str, str, str]:
     )
 
 
+@functools.lru_cache(maxsize=PARSE_CACHE)
 def visitor_hash(secret: bytes, client: str, user_agent: str) -> str:
     """A keyed hash of the client: counts uniques without storing an address."""
     digest = hashlib.blake2b(f"{client}\n{user_agent}".encode(), key=secret[:64], digest_size=8)
@@ -130,10 +131,12 @@ def click_records(clicks: Sequence[Click], partitions: int) -> list[tuple[str, b
 class ClickSink:
     """Bounded hand-off from redirects to the log, flushed by :meth:`run`."""
 
-    def __init__(self, log_: Log, *, linger_s: float = SINK_LINGER_S) -> None:
+    def __init__(
+        self, log_: Log, *, linger_s: float = SINK_LINGER_S, capacity: int = SINK_QUEUE
+    ) -> None:
         self._log = log_
         self._linger_s = linger_s
-        self._queue: asyncio.Queue[Click] = asyncio.Queue(SINK_QUEUE)
+        self._queue: asyncio.Queue[Click] = asyncio.Queue(capacity)
         self._inflight: list[Click] = []
         self.published = 0
 
@@ -142,6 +145,14 @@ class ClickSink:
             self._queue.put_nowait(click)
         except asyncio.QueueFull:
             await self._queue.put(click)  # back-pressure rather than loss
+
+    def full(self) -> bool:
+        """Whether :meth:`add` would wait; until it is, :meth:`add_nowait` cannot fail."""
+        return self._queue.full()
+
+    def add_nowait(self, click: Click) -> None:
+        """Queue ``click`` at once; raises ``asyncio.QueueFull`` when :meth:`full`."""
+        self._queue.put_nowait(click)
 
     async def run(self) -> None:
         """Publish queued clicks in batches until cancelled; then, for at most

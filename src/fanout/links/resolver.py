@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import enum
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from fanout.core.clock import Clock
@@ -43,6 +44,9 @@ class Resolution:
     link: Link | None = None
 
 
+_UNKNOWN = Resolution(Outcome.UNKNOWN)
+
+
 class Resolver:
     """Lookups that race a create or delete in this process are answered but not cached (an
     epoch counter tells), and fills of the shared cache never overwrite what a delete wrote
@@ -57,10 +61,13 @@ class Resolver:
         *,
         positive_ttl_s: float = POSITIVE_TTL_S,
         feed: DeleteFeed | None = None,
+        get_now: Callable[[str], Link | None] | None = None,
     ) -> None:
         """``positive_ttl_s``: how long a found link is trusted in this process; only a single
-        process (which sees every delete) may trust it long."""
+        process (which sees every delete) may trust it long. ``get_now``: the store's ``get``
+        answered at once, where it needs no wait (embedded SQLite, on the loop's thread)."""
         self._store = store
+        self._get_now = get_now
         self._cache = cache
         self._clock = clock
         self._positive_ttl_s = positive_ttl_s
@@ -73,14 +80,44 @@ class Resolver:
 
     async def resolve(self, code: str, *, visit: bool = True) -> Resolution:
         """``visit=False`` (a HEAD) answers without using up a visit of a limited link."""
+        answer = self.resolve_now(code, visit=visit)
+        if answer is not None:
+            return answer
         link = await self._lookup(code)
         if link is None:
-            return Resolution(Outcome.UNKNOWN)
+            return _UNKNOWN
         if link.gone(self._clock.now_ms()):
             return Resolution(Outcome.GONE, link)
         if visit and link.max_visits is not None and not await self._store.take_visit(code):
             return Resolution(Outcome.GONE, link)
         return Resolution(Outcome.REDIRECT, link)
+
+    def resolve_now(self, code: str, *, visit: bool = True) -> Resolution | None:
+        """The answer without awaiting anything — from this process's cache, or from a store
+        that answers at once (``get_now``) — or ``None`` when it takes the shared cache or an
+        awaited store read, or is the visit of a live limited link (the store counts those)."""
+        now = self._clock.monotonic()
+        entry = self._lru.get(code)
+        if entry is not None and entry[0] > now:
+            link, hit = entry[1], True
+        elif self._get_now is not None:
+            link, hit = self._get_now(code), False
+            self._remember(code, link, now)  # nothing can change it meanwhile: no await
+        else:
+            return None
+        if link is None:
+            answer = _UNKNOWN
+        elif link.gone(self._clock.now_ms()):
+            answer = Resolution(Outcome.GONE, link)
+        elif visit and link.max_visits is not None:
+            return None
+        else:
+            answer = Resolution(Outcome.REDIRECT, link)
+        self.lookups += 1
+        if hit:
+            self.hits += 1
+            self._lru.move_to_end(code)
+        return answer
 
     async def _lookup(self, code: str) -> Link | None:
         self.lookups += 1

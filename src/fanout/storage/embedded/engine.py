@@ -170,22 +170,27 @@ class SqliteEngine:
         lookup: bool = False,
     ) -> T:
         """Run ``fn`` with a reader connection on the reader pool; with ``snapshot`` inside one
-        read transaction, so all its statements see the same commit.
-
-        ``lookup``: ``fn`` is a point lookup by key (never a scan), run at once on the loop's
-        own thread with a connection of its own. For hot paths: the hop to a reader thread and
-        back, with the GIL handed over and back under load, cost a redirect's cache miss
-        hundreds of microseconds against the lookup's few."""
+        read transaction, so all its statements see the same commit; with ``lookup`` as
+        :meth:`lookup` when called on the loop."""
         if self._pool is None:
             raise Unavailable("the SQLite engine is not running")
         loop = asyncio.get_running_loop()
         if lookup and loop is self._loop:
-            if self._lookups is None:
-                self._lookups = self._connect()
-                self._lookups.execute("PRAGMA query_only=1")
-            return fn(self._lookups)
+            return self.lookup(fn)
         run = functools.partial(self._run_read, _in_snapshot(fn) if snapshot else fn)
         return await loop.run_in_executor(self._pool, run)
+
+    def lookup(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn``, a point lookup by key (never a scan), at once on the calling thread —
+        the event loop's — with a connection of its own. For hot paths: the hop to a reader
+        thread and back, with the GIL handed over and back under load, cost a redirect's cache
+        miss hundreds of microseconds against the lookup's few."""
+        if self._pool is None:
+            raise Unavailable("the SQLite engine is not running")
+        if self._lookups is None:
+            self._lookups = self._connect()
+            self._lookups.execute("PRAGMA query_only=1")
+        return fn(self._lookups)
 
     async def ping(self) -> None:
         await self.read(lambda conn: conn.execute("SELECT 1").fetchone())

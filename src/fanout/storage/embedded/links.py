@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import sqlite3
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from fanout.accounts.model import UserId
 from fanout.core.errors import Conflict
@@ -17,6 +18,10 @@ __all__ = ["SqliteClickStore", "SqliteLinkStore"]
 _COLUMNS = "code, owner_id, url, redirect, created_ms, expires_ms, max_visits, deleted"
 _TOP = (2**63 - 1, "\U0010ffff")
 PRUNE_CHUNK_ROWS = 1_000  # rows one prune transaction walks (a few ms of the writer)
+
+
+def _by_code(code: str, conn: sqlite3.Connection) -> Any:
+    return conn.execute(f"SELECT {_COLUMNS} FROM links WHERE code = ?", (code,)).fetchone()
 
 
 def _prune_chunk(
@@ -72,10 +77,13 @@ class SqliteLinkStore:
             raise Conflict(f"the code {link.code!r} is taken") from exc
 
     async def get(self, code: str) -> Link | None:
-        row = await self._engine.read(
-            lambda c: c.execute(f"SELECT {_COLUMNS} FROM links WHERE code = ?", (code,)).fetchone(),
-            lookup=True,  # the redirect's cache miss, by primary key
-        )
+        row = await self._engine.read(functools.partial(_by_code, code), lookup=True)
+        return None if row is None else _link(row)
+
+    def get_now(self, code: str) -> Link | None:
+        """``get`` at once, on the event loop's thread: a redirect's cache miss (a primary key
+        lookup) answered without a wait."""
+        row = self._engine.lookup(functools.partial(_by_code, code))
         return None if row is None else _link(row)
 
     async def find_for_reuse(self, owner: UserId, url: str) -> Link | None:
