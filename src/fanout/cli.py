@@ -98,8 +98,7 @@ def _tune_gc() -> None:
 def _serve_uvicorn(settings: Settings, operations: Any, roles: Any) -> None:
     import uvicorn
 
-    from fanout.api.app import create_app
-    from fanout.api.websocket import WebSocketProtocol
+    from fanout.api.app import create_app, uvicorn_options
 
     options: dict[str, Any] = {}
     if operations is not None:
@@ -107,17 +106,14 @@ def _serve_uvicorn(settings: Settings, operations: Any, roles: Any) -> None:
     if roles is not None:
         options["roles"] = roles
     _tune_gc()
+    app = create_app(settings, **options)
     uvicorn.run(
-        create_app(settings, **options),
+        app,
         host=settings.host,
         port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        ws=WebSocketProtocol,  # ~3 KB per idle socket against websockets-sansio's ~20 KB
-        lifespan="on",
         log_level=settings.log_level,
-        access_log=False,  # no log line per request on the hot paths
         timeout_graceful_shutdown=10,
+        **uvicorn_options(app),
     )
 
 

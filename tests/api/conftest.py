@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from starlette.types import ASGIApp
 
 from fanout.accounts.passwords import PasswordHasher
-from fanout.api.app import create_app
+from fanout.api.app import create_app, uvicorn_options
 from fanout.bootstrap import Platform
 from fanout.core.config import Settings
 
 API_BACKENDS = ["sqlite", "scaled"]
 AppFactory = Callable[..., Awaitable[httpx.AsyncClient]]
+_APPS: weakref.WeakKeyDictionary[httpx.AsyncClient, ASGIApp] = weakref.WeakKeyDictionary()
 
 
 @contextlib.asynccontextmanager
@@ -52,8 +56,46 @@ async def running(app: ASGIApp) -> AsyncIterator[None]:
         await task
 
 
+@contextlib.asynccontextmanager
+async def served(app: ASGIApp, **overrides: Any) -> AsyncIterator[int]:
+    """``app`` served by uvicorn in this loop, with ``fanout serve``'s options (and
+    ``overrides`` of uvicorn settings): the port."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    options = {**uvicorn_options(app), "loop": "none", **overrides}  # this test's loop
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **options)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            await task  # startup failed: its error
+        await asyncio.sleep(0.01)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 15)
+
+
+@pytest.fixture
+def transport() -> str:
+    """How test clients reach the app: ``asgi`` (straight in), or ``http`` — a real uvicorn
+    server run as ``fanout serve`` runs it. A module parametrizes ``transport`` to get both."""
+    return "asgi"
+
+
+@pytest.fixture
+def server_options() -> dict[str, Any]:
+    """uvicorn settings that differ from ``fanout serve``'s under ``transport=http`` (a test
+    parametrizes ``server_options`` to change them)."""
+    return {}
+
+
 @pytest.fixture(params=API_BACKENDS)
-async def make_client(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AppFactory]:
+async def make_client(
+    request: pytest.FixtureRequest, tmp_path: Path, transport: str, server_options: dict[str, Any]
+) -> AsyncIterator[AppFactory]:
     """``await make_client(**settings)``: a client of a fresh app on this test's backend."""
     base: dict[str, Any] = {"data_dir": tmp_path / "data", "rate_limit_per_s": 0.0}
     if request.param == "scaled":
@@ -64,10 +106,15 @@ async def make_client(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIt
         async def make(build: dict[str, Any] | None = None, **overrides: Any) -> httpx.AsyncClient:
             settings = Settings(**{**base, **overrides})
             app = create_app(settings, hasher=PasswordHasher.fast_for_tests(), **(build or {}))
-            await stack.enter_async_context(running(app))
-            transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 5555))
-            client = httpx.AsyncClient(transport=transport, base_url="http://testserver")
+            if transport == "http":
+                port = await stack.enter_async_context(served(app, **server_options))
+                client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}")
+            else:
+                await stack.enter_async_context(running(app))
+                asgi = httpx.ASGITransport(app=app, client=("203.0.113.7", 5555))
+                client = httpx.AsyncClient(transport=asgi, base_url="http://testserver")
             await stack.enter_async_context(client)
+            _APPS[client] = app
             return client
 
         yield make
@@ -91,7 +138,7 @@ async def register(
 
 def platform_of(client: httpx.AsyncClient) -> Platform:
     """The running platform behind a test client (through the middleware layers)."""
-    app: Any = client._transport.app  # type: ignore[attr-defined]
+    app: Any = _APPS.get(client) or client._transport.app  # type: ignore[attr-defined]
     while not hasattr(app, "state"):
         app = app.app
     platform: Platform = app.state.platform

@@ -7,9 +7,15 @@ import datetime as dt
 from typing import Any
 
 import httpx
+import pytest
 
 from fanout.core.clock import ManualClock
 from tests.api.conftest import AppFactory, register
+
+# Every test twice per backend: straight into the ASGI app, and over HTTP through uvicorn as
+# `fanout serve` runs it (where redirects this process has cached are answered in the HTTP
+# protocol, api/redirect_http.py).
+pytestmark = pytest.mark.parametrize("transport", ["asgi", "http"])
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -7,6 +7,7 @@ import asyncio
 import sqlite3
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,14 @@ def setup_link(node: Any) -> tuple[str, dict[str, str]]:
     return code, auth
 
 
-def redirect_load(url: str, code: str, served: list[int]) -> None:
+@dataclass
+class Load:
+    served: int = 0  # 302s received
+    statuses: list[int] = field(default_factory=list)  # any other answer: always a failure
+    dropped: list[str] = field(default_factory=list)  # requests whose connection failed
+
+
+def redirect_load(url: str, code: str, load: Load) -> None:
     async def run() -> None:
         limits = httpx.Limits(max_connections=32)
         async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
@@ -42,10 +50,13 @@ def redirect_load(url: str, code: str, served: list[int]) -> None:
                 async with sem:
                     try:
                         response = await client.get("/" + code, headers=BROWSER)
-                    except httpx.HTTPError:
-                        return  # the server was killed under us: not served
+                    except httpx.HTTPError as exc:
+                        load.dropped.append(repr(exc))  # no answer: not served
+                        return
                     if response.status_code == 302:
-                        served[0] += 1
+                        load.served += 1
+                    else:
+                        load.statuses.append(response.status_code)
 
             await asyncio.gather(*(one() for _ in range(REDIRECTS)))
 
@@ -72,18 +83,24 @@ def test_scaled_aggregator_killed_mid_stream(
     api = node_factory("serve", env=env).start()
     worker = node_factory("worker", "--roles", "links", env=env).start()
     code, auth = setup_link(api)
-    served = [0]
-    load = threading.Thread(target=redirect_load, args=(api.url, code, served))
-    load.start()
+    load = Load()
+    loader = threading.Thread(target=redirect_load, args=(api.url, code, load))
+    loader.start()
     wait_for(lambda: clicks(api, code, auth) >= REDIRECTS // 5, 60, "a fifth aggregated")
     worker.kill()
     seen_at_kill = clicks(api, code, auth)
-    load.join()
-    assert served[0] == REDIRECTS and seen_at_kill < REDIRECTS, "nothing was left to recover"
+    loader.join()
+    assert not load.statuses, f"redirects answered otherwise: {load.statuses[:10]}"
+    # The API server is never killed, but a loaded machine can still lose the odd request to
+    # HTTP/1.1's keep-alive race (the server closes an idle connection as the client reuses
+    # it). Such a request was never served, so it has no click: the count below still holds.
+    assert len(load.dropped) <= 8, f"requests dropped: {load.dropped[:10]}"
+    assert load.served + len(load.dropped) == REDIRECTS
+    assert seen_at_kill < load.served, "nothing was left to recover"
     node_factory("worker", "--roles", "links", env=env).start()
-    wait_for(lambda: clicks(api, code, auth) >= REDIRECTS, 90, "every click aggregated")
+    wait_for(lambda: clicks(api, code, auth) >= load.served, 90, "every click aggregated")
     time.sleep(1.0)  # anything double-counted would show up by now
-    assert clicks(api, code, auth) == served[0]
+    assert clicks(api, code, auth) == load.served
 
 
 def test_embedded_killed_mid_stream_counts_every_logged_click_once(
@@ -105,13 +122,13 @@ def test_embedded_killed_mid_stream_counts_every_logged_click_once(
         row = db.execute("SELECT clicks FROM click_totals WHERE code = ?", (code,)).fetchone()
         return int(row[0]) if row else 0
 
-    served = [0]
-    load = threading.Thread(target=redirect_load, args=(node.url, code, served), daemon=True)
-    load.start()
+    load = Load()
+    loader = threading.Thread(target=redirect_load, args=(node.url, code, load), daemon=True)
+    loader.start()
     wait_for(lambda: aggregated() >= REDIRECTS // 5, 60, "a fifth aggregated")
     node.kill()
     at_kill = aggregated()
-    load.join(60)
+    loader.join(60)
     logged = sum(len(decode_clicks(payload)) for (payload,) in db.execute(
         "SELECT payload FROM log_records WHERE topic = 'links.clicks'"))  # fmt: skip
     db.close()
@@ -120,4 +137,4 @@ def test_embedded_killed_mid_stream_counts_every_logged_click_once(
     wait_for(lambda: clicks(restarted, code, auth) >= logged, 90, "every logged click")
     time.sleep(1.0)
     assert clicks(restarted, code, auth) == logged  # each logged click once
-    assert logged <= served[0] <= logged + 1_000  # the sink's loss is at most about one batch
+    assert logged <= load.served <= logged + 1_000  # the sink's loss is at most about one batch

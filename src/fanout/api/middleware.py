@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -40,12 +41,12 @@ class ClientAddress:
             return False
         return any(ip in net for net in self._trusted)
 
-    def trusted_peer(self, scope: Scope) -> bool:
+    def trusted_peer(self, scope: Mapping[str, Any]) -> bool:
         """Whether the peer is a trusted proxy (whose headers may be believed)."""
         client = scope.get("client")
         return bool(self._trusted) and client is not None and self._is_trusted(str(client[0]))
 
-    def of(self, scope: Scope) -> str:
+    def of(self, scope: Mapping[str, Any]) -> str:
         client = scope.get("client")
         peer = str(client[0]) if client else "unknown"
         if not self._trusted or not self._is_trusted(peer):

@@ -5,13 +5,17 @@ without routing, middleware or logging: resolve (LRU → shared cache → store)
 with ``Location`` (301 with a bounded ``Cache-Control``), 410 for a deleted, expired or
 used-up link, 404 for an unknown code; then hand the click to the sink without waiting for it.
 Everything else goes to the wrapped application.
+
+Under uvicorn, ``api/redirect_http.py`` answers what this process has cached before uvicorn
+builds an ASGI request at all, through :meth:`RedirectApp.answer_cached`: the same answers,
+from the same code.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -20,17 +24,29 @@ from fanout.api.middleware import ClientAddress
 from fanout.links.clicks import classify, referrer_host, utm, visitor_hash
 from fanout.links.geo import CountryResolver
 from fanout.links.model import Click, Link
-from fanout.links.resolver import Outcome
+from fanout.links.resolver import Outcome, Resolution
 from fanout.links.urls import RESERVED
 
 if TYPE_CHECKING:
     from fanout.bootstrap import Platform
 
-__all__ = ["RedirectApp"]
+__all__ = ["RedirectApp", "Response"]
 
 PERMANENT_MAX_AGE_S = 3_600  # a 301 may be cached by browsers: for an hour at most
 _CODE = re.compile(r"^/([A-Za-z0-9_-]{1,64})$")
-_JSON = [(b"content-type", b"application/json")]
+_GONE = error_body("gone", "this link is no longer available")
+_NOT_FOUND = error_body("not_found", "no such link")
+_GONE_HEADERS = [(b"content-type", b"application/json"),
+                 (b"content-length", b"%d" % len(_GONE))]  # fmt: skip
+_NOT_FOUND_HEADERS = [(b"content-type", b"application/json"),
+                      (b"content-length", b"%d" % len(_NOT_FOUND))]  # fmt: skip
+
+
+class Response(NamedTuple):
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    click: str | None  # the code to record a click for ("" for an orphan visit), or none
 
 
 class RedirectApp:
@@ -48,36 +64,60 @@ class RedirectApp:
         self._country = country_header.lower().encode("latin-1")
         self._countries = countries
 
+    def code_of(self, method: str, path: str) -> str | None:
+        """The code a request asks to be redirected by, or ``None`` if it is not one."""
+        if method != "GET" and method != "HEAD":
+            return None
+        match = _CODE.match(path)
+        if match is None or match.group(1).lower() in RESERVED:
+            return None
+        return match.group(1)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
-            await self.app(scope, receive, send)
-            return
-        match = _CODE.match(scope["path"])
+        code = self.code_of(scope["method"], scope["path"]) if scope["type"] == "http" else None
         platform = self._platform()
-        if match is None or platform is None or match.group(1).lower() in RESERVED:
+        if code is None or platform is None:
             await self.app(scope, receive, send)
             return
-        code = match.group(1)
-        visit = scope["method"] == "GET"  # a HEAD (link previews) neither visits nor clicks
-        resolution = await platform.resolver.resolve(code, visit=visit)
-        if resolution.outcome is Outcome.REDIRECT and resolution.link is not None:
-            link = resolution.link
+        head = scope["method"] == "HEAD"  # a HEAD (link previews) neither visits nor clicks
+        resolution = await platform.resolver.resolve(code, visit=not head)
+        now_ms = platform.clock.now_ms()
+        response = self._response(resolution, code, head, now_ms)
+        await send({"type": "http.response.start", "status": response.status,
+                    "headers": response.headers})  # fmt: skip
+        await send({"type": "http.response.body", "body": response.body})
+        if response.click is not None:
+            await platform.click_sink.add(self._click(scope, response.click, platform, now_ms))
+
+    def answer_cached(self, scope: Mapping[str, Any], code: str, head: bool) -> Response | None:
+        """The answer for ``code`` if this process can give it at once — the link (or its
+        absence) cached here or read without a wait, and room for the click — with the click
+        already handed to the sink; else ``None``, and the request takes the ASGI path.
+        ``scope`` needs the request's ``headers``, ``client`` and ``query_string``."""
+        platform = self._platform()
+        if platform is None or platform.click_sink.full():
+            return None
+        resolution = platform.resolver.resolve_now(code, visit=not head)
+        if resolution is None:
+            return None
+        now_ms = platform.clock.now_ms()
+        response = self._response(resolution, code, head, now_ms)
+        if response.click is not None:
+            platform.click_sink.add_nowait(self._click(scope, response.click, platform, now_ms))
+        return response
+
+    def _response(self, resolution: Resolution, code: str, head: bool, now_ms: int) -> Response:
+        link = resolution.link
+        if resolution.outcome is Outcome.REDIRECT and link is not None:
             headers = [
                 (b"location", link.url.encode()),
                 (b"content-length", b"0"),
-                (b"cache-control", self._cache_control(link, platform.clock.now_ms())),
+                (b"cache-control", self._cache_control(link, now_ms)),
             ]
-            await send({"type": "http.response.start", "status": link.redirect,
-                        "headers": headers})  # fmt: skip
-            await send({"type": "http.response.body", "body": b""})
-            if visit:
-                await platform.click_sink.add(self._click(scope, code, platform))
-            return
+            return Response(link.redirect, headers, b"", None if head else code)
         if resolution.outcome is Outcome.GONE:
-            await _json(send, 410, error_body("gone", "this link is no longer available"))
-            return
-        await _json(send, 404, error_body("not_found", "no such link"))
-        await platform.click_sink.add(self._click(scope, "", platform))  # an orphan visit
+            return Response(410, _GONE_HEADERS, _GONE, None)
+        return Response(404, _NOT_FOUND_HEADERS, _NOT_FOUND, "")  # an orphan visit
 
     @staticmethod
     def _cache_control(link: Link, now_ms: int) -> bytes:
@@ -90,7 +130,7 @@ class RedirectApp:
             max_age = min(max_age, max(0, (link.expires_ms - now_ms) // 1000))
         return b"max-age=%d" % max_age
 
-    def _click(self, scope: Scope, code: str, platform: Platform) -> Click:
+    def _click(self, scope: Mapping[str, Any], code: str, platform: Platform, now_ms: int) -> Click:
         agent = referrer = ""
         header_country: str | None = None
         for name, value in scope["headers"]:
@@ -104,15 +144,7 @@ class RedirectApp:
         source, medium, campaign = utm(scope.get("query_string", b"").decode("latin-1"))
         client = self._address.of(scope)
         country = self._countries.country(client, header_country)
-        return Click(
-            code=code, at_ms=platform.clock.now_ms(),
-            visitor=visitor_hash(platform.visitor_secret, client, agent),
-            referrer_host=referrer_host(referrer), country=country,
-            device=device, bot=bot, utm_source=source, utm_medium=medium, utm_campaign=campaign,
-        )  # fmt: skip
-
-
-async def _json(send: Send, status: int, body: bytes) -> None:
-    headers = [*_JSON, (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+        visitor = visitor_hash(platform.visitor_secret, client, agent)
+        # Positional (the field order of Click): measurably cheaper than keywords per redirect.
+        return Click(code, now_ms, visitor, referrer_host(referrer), country, device, bot,
+                     source, medium, campaign)  # fmt: skip

@@ -1,0 +1,110 @@
+"""Cached redirects answered inside uvicorn's HTTP protocol, before any ASGI request exists.
+
+``fanout serve`` hands uvicorn :class:`RedirectHttpProtocol` (``http=``). When the request
+headers are in and the request is a ``GET``/``HEAD`` of a code whose answer this process has
+cached (:meth:`RedirectApp.answer_cached`), the response is written to the socket from here: no
+request-response cycle, no task, no ASGI messages — the per-request machinery that costs
+uvicorn most of its time on a redirect. Anything else goes through uvicorn unchanged, and so
+through ASGI, where :class:`RedirectApp` answers what this path could not (a cache miss, a
+visit of a limited link, a full click queue) with the same code.
+
+A request takes uvicorn's path whenever this one could change what a client sees: another
+response of the connection still in flight or queued (pipelined answers keep their order), a
+congested socket (uvicorn waits for it to drain), a request that is not keep-alive HTTP/1.1,
+has a body or asks for an upgrade, a percent-encoded path, a concurrency limit set.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from fanout.api.redirect import RedirectApp, Response
+
+__all__ = ["RedirectHttpProtocol"]
+
+
+class RedirectHttpProtocol(HttpToolsProtocol):
+    redirects: ClassVar[RedirectApp | None] = None  # set on the class :meth:`serving` makes
+    _answered = False  # this request was answered here: the parser's last callback is ours
+    # uvicorn's default headers (date, server), encoded once per list: it replaces the list
+    # when the date changes, once a second.
+    _defaults: ClassVar[tuple[object, bytes]] = (None, b"")
+
+    @classmethod
+    def serving(cls, redirects: RedirectApp) -> type[RedirectHttpProtocol]:
+        """The protocol class to give uvicorn for an app whose redirect front is ``redirects``."""
+        return type(cls.__name__, (cls,), {"redirects": redirects})
+
+    def on_headers_complete(self) -> None:
+        if not self._answer():
+            # An answer given here earlier in this same read (a pipelined request) armed the
+            # keep-alive timer, which uvicorn never arms while a request is in flight.
+            self._unset_keepalive_if_required()
+            super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._answered:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if self._answered:
+            self._answered = False
+            return
+        super().on_message_complete()
+
+    def _answer(self) -> bool:
+        """Answer the request from this process's cache if it can; whether it did."""
+        redirects, cycle, parser = self.redirects, self.cycle, self.parser
+        if (
+            redirects is None
+            or (cycle is not None and not cycle.response_complete)
+            or self.pipeline
+            or self.flow.write_paused
+            or self.limit_concurrency is not None
+            or parser.should_upgrade()
+            or not parser.should_keep_alive()
+            or parser.get_http_version() != "1.1"
+        ):
+            return False
+        raw_path, _, query = self.url.partition(b"?")
+        if b"%" in raw_path or b"#" in query:
+            return False
+        method = parser.get_method().decode("latin-1")
+        code = redirects.code_of(method, raw_path.decode("latin-1"))
+        if code is None:
+            return False
+        for name, _ in self.headers:
+            if name == b"content-length" or name == b"transfer-encoding":
+                return False  # a body: uvicorn reads it
+        scope = self.scope  # the headers and client uvicorn collected; what a click needs
+        scope["method"] = method
+        scope["query_string"] = query
+        try:
+            response = redirects.answer_cached(scope, code, method == "HEAD")
+        except Exception:  # a store that failed: the ASGI path tries again, and reports it
+            return False
+        if response is None:
+            return False
+        self._answered = True
+        self.transport.write(self._encode(response, method == "HEAD"))
+        self.on_response_complete()  # keep-alive timer, reading resumed: as after any response
+        return True
+
+    def _encode(self, response: Response, head: bool) -> bytes:
+        parts = [STATUS_LINE[response.status], self._default_headers()]
+        for name, value in response.headers:
+            parts += (name, b": ", value, b"\r\n")
+        parts.append(b"\r\n")
+        if not head:
+            parts.append(response.body)
+        return b"".join(parts)
+
+    def _default_headers(self) -> bytes:
+        headers = self.server_state.default_headers
+        seen, encoded = self._defaults
+        if seen is not headers:
+            encoded = b"".join(b"%s: %s\r\n" % pair for pair in headers)
+            type(self)._defaults = (headers, encoded)
+        return encoded
