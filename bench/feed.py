@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import uvloop
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -379,7 +380,7 @@ def main(
     rows: list[dict[str, Any]] = []
     load_before = os.getloadavg()  # other work on the machine shows in the latencies
     for name in backends:
-        rows += asyncio.run(run_backend(name, w, strategies))
+        rows += uvloop.run(run_backend(name, w, strategies))  # as `fanout worker` runs
     title = (
         f"feed: {users:,} users, {scale['edges']:,} follows, {posts:,} posts; "
         f"{measured_posts:,} measured posts, reader follows 200 (20 pull-tier in hybrid)"

@@ -5,17 +5,22 @@ For each backend (embedded, scaled) the benchmark registers a user through the A
 the Zipf-distributed working set. Then, for each server (uvicorn, granian):
 
 1. start ``fanout serve`` on that server (scaled: and one ``fanout worker --roles links``), Redis'
-   link cache emptied first, so each server starts as cold as the first;
-2. warm up with wrk, then measure ``wrk -t2 -c64 -d15s`` (closed loop) with analytics on:
-   redirects/s, p50/p99, non-3xx answers, and the LRU hit rate from ``/metrics``;
+   link cache emptied first, so each server starts as cold as the first; and, beside it, the
+   ceiling: a raw ASGI app answering a fixed 302 with the same headers
+   (``bench.links_ceiling``), same server and options;
+2. warm both up with wrk, then measure them in ``--rounds`` alternating slices of
+   ``--duration / --rounds`` seconds each (``wrk -t2 -c64``, closed loop, analytics on),
+   fanout's clicks aggregated after each of its slices, before the ceiling's: redirects/s,
+   p50/p99, non-3xx answers, CPU per redirect (aggregation included), and the LRU hit rate from
+   ``/metrics``. On a shared machine another tenant's burst then lands on both sides of a
+   round instead of on one of them: ``ratio`` is the median of the rounds' ratios, the other
+   figures medians of the slices;
 3. wait for aggregation to settle and compare the clicks aggregated in the store with the
    redirects the server resolved (warm-up included): ``lost`` must be 0; the hottest code's
-   ``clicks`` is also read back through ``GET /v1/links/{code}``;
-4. stop fanout and measure the ceiling: a raw ASGI app answering a fixed 302 with the same
-   headers (``bench.links_ceiling``), same server and options, same wrk run.
+   ``clicks`` is also read back through ``GET /v1/links/{code}``.
 
-``ratio`` is fanout's redirects/s over the ceiling's. Output: a rich table, a markdown table
-for ``docs/benchmarks.md``, the targets checked, ``links.json`` and ``links.png``.
+Output: a rich table, a markdown table for ``docs/benchmarks.md``, the targets checked,
+``links.json`` and ``links.png``.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import itertools
 import os
 import random
 import shutil
+import statistics
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -43,7 +49,7 @@ from bench.links_load import (
     load_links,
     open_counter,
 )
-from bench.links_procs import ceiling, fanout, profile_top, start_profile
+from bench.links_procs import Process, ceiling, fanout, profile_top, start_profile
 from bench.links_report import report
 from bench.links_wrk import Lookups, WrkResult, lookups, require_wrk, run_wrk, write_zipf
 
@@ -63,7 +69,12 @@ class Options:
     threads: int
     settle_timeout_s: float
     seed: int
-    profile: bool  # py-spy on fanout during the measured run (it costs the server CPU)
+    profile: bool  # py-spy on fanout during its first slice (it costs the server CPU)
+    rounds: int = 3
+
+    @property
+    def slice_s(self) -> int:
+        return max(1, self.duration_s // self.rounds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,10 +141,33 @@ async def _api_clicks(url: str, token: str, code: str) -> int:
         return int(response.json()["clicks"])
 
 
-async def _measure_fanout(
+@dataclass
+class _Slices:
+    """The measured slices of one target: wrk results and CPU seconds, one per round."""
+
+    results: list[WrkResult]
+    cpu_s: list[float]
+
+    def median(self, field: str) -> float:
+        return float(statistics.median(getattr(r, field) for r in self.results))
+
+    @property
+    def requests(self) -> int:
+        return sum(r.requests for r in self.results)
+
+
+async def _slice(url: str, proc: Process, work: Workload, opts: Options, slices: _Slices) -> None:
+    cpu_before = proc.cpu_s()
+    slices.results.append(await _wrk(url, work, opts, opts.slice_s))
+    slices.cpu_s.append(proc.cpu_s() - cpu_before)
+
+
+async def _measure(
     backend: str, server: str, env: dict[str, str], work: Workload, opts: Options,
     counter: ClickCounter, logs: Path, out: Path,
 ) -> dict[str, Any]:  # fmt: skip
+    """fanout and the ceiling, both running, measured in alternating slices: noise from the
+    machine (another tenant's burst) then lands on both sides of a round, not on one side."""
     await clear_link_cache(env)
     before, bots_before = await counter.totals()
     async with contextlib.AsyncExitStack() as stack:
@@ -145,18 +179,29 @@ async def _measure_fanout(
         serve = await stack.enter_async_context(
             fanout("serve", {**env, "FANOUT_SERVER": server}, logs / f"serve-{server}.log")
         )
+        top = await stack.enter_async_context(ceiling(server, logs / f"ceiling-{server}.log"))
         await _wrk(serve.url, work, opts, opts.warmup_s)
+        await _wrk(top.url, work, opts, opts.warmup_s)
+        await _settle(serve.url, counter, before, opts.settle_timeout_s)
         start: Lookups = await lookups(serve.url)
         others = other_benchmarks()
-        cpu_before = serve.cpu_s()
-        worker_before = worker.cpu_s() if worker else 0.0
+        ours, raw = _Slices([], []), _Slices([], [])
+        worker_cpu = 0.0
         stem = out / f"links-profile-{backend}-{server}"
-        spies = start_profile(serve.pids, opts.duration_s, stem) if opts.profile else []
-        result = await _wrk(serve.url, work, opts, opts.duration_s)
-        cpu = serve.cpu_s() - cpu_before
-        worker_cpu = worker.cpu_s() - worker_before if worker else None
-        for spy in spies:
-            await asyncio.to_thread(spy.wait, 120)
+        for round_ in range(opts.rounds):
+            profiling = opts.profile and round_ == 0
+            spies = start_profile(serve.pids, opts.slice_s, stem) if profiling else []
+            worker_before = worker.cpu_s() if worker else 0.0
+            await _slice(serve.url, serve, work, opts, ours)
+            for spy in spies:
+                await asyncio.to_thread(spy.wait, 120)
+            # The slice's clicks are aggregated before the ceiling's slice (and their CPU is
+            # fanout's): fanout's background work must not run while the ceiling is measured.
+            cpu_before = serve.cpu_s()
+            await _settle(serve.url, counter, before, opts.settle_timeout_s)
+            ours.cpu_s[-1] += serve.cpu_s() - cpu_before
+            worker_cpu += worker.cpu_s() - worker_before if worker else 0.0
+            await _slice(top.url, top, work, opts, raw)
         end = await lookups(serve.url)
         served, aggregated, settle_s = await _settle(
             serve.url, counter, before, opts.settle_timeout_s
@@ -164,21 +209,23 @@ async def _measure_fanout(
         api_clicks = await _api_clicks(serve.url, work.token, work.hottest)
         db_clicks = await counter.clicks(work.hottest)
         bots = (await counter.totals())[1] - bots_before
+        measured_s = sum(r.duration_s for r in ours.results)
+        ratios = [a.per_s / b.per_s for a, b in zip(ours.results, raw.results, strict=True)]
         row: dict[str, Any] = {
             "backend": backend,
             "server": server,
-            "redirects_per_s": result.per_s,
-            "p50_ms": result.p50_ms,
-            "p90_ms": result.p90_ms,
-            "p99_ms": result.p99_ms,
-            "max_ms": result.max_ms,
-            "cpu_us_per_redirect": cpu / max(result.requests, 1) * 1e6,
-            "server_cores": cpu / result.duration_s,
-            "worker_cores": None if worker_cpu is None else worker_cpu / result.duration_s,
+            "redirects_per_s": ours.median("per_s"),
+            "p50_ms": ours.median("p50_ms"),
+            "p90_ms": ours.median("p90_ms"),
+            "p99_ms": ours.median("p99_ms"),
+            "max_ms": max(r.max_ms for r in ours.results),
+            "cpu_us_per_redirect": sum(ours.cpu_s) / max(ours.requests, 1) * 1e6,
+            "server_cores": sum(ours.cpu_s) / measured_s,
+            "worker_cores": worker_cpu / measured_s if worker else None,
             "hit_rate": (end.lru_hit - start.lru_hit) / max(end.all - start.all, 1),
-            "wrk_requests": result.requests,
-            "non_3xx": result.non_3xx,
-            "socket_errors": result.socket_errors,
+            "wrk_requests": ours.requests,
+            "non_3xx": sum(r.non_3xx for r in ours.results),
+            "socket_errors": sum(r.socket_errors for r in ours.results),
             "served": served,
             "aggregated": aggregated,
             "lost": served - aggregated,
@@ -187,24 +234,23 @@ async def _measure_fanout(
             "hottest_clicks_api": api_clicks,
             "hottest_clicks_store": db_clicks,
             "other_benchmarks": len(others),
+            "ceiling_per_s": raw.median("per_s"),
+            "ceiling_p50_ms": raw.median("p50_ms"),
+            "ceiling_p99_ms": raw.median("p99_ms"),
+            "ceiling_non_3xx": sum(r.non_3xx for r in raw.results),
+            "ceiling_cpu_us_per_redirect": sum(raw.cpu_s) / max(raw.requests, 1) * 1e6,
+            "ceiling_cores": sum(raw.cpu_s) / sum(r.duration_s for r in raw.results),
+            "ratio": statistics.median(ratios),
+            "ratios": ratios,
+            "slices_per_s": [r.per_s for r in ours.results],
+            "ceiling_slices_per_s": [r.per_s for r in raw.results],
         }
-        if spies:
+        if opts.profile:
             files = await asyncio.to_thread(lambda: sorted(out.glob(f"{stem.name}.*")))
             row["profile"] = [
                 {"frame": f, "self": s, "inclusive": i} for f, s, i in profile_top(files)
             ]
         return row
-
-
-async def _measure_ceiling(
-    server: str, work: Workload, opts: Options, logs: Path
-) -> tuple[WrkResult, float]:
-    """The ceiling's wrk result and its CPU seconds during the measured run."""
-    async with ceiling(server, logs / f"ceiling-{server}.log") as proc:
-        await _wrk(proc.url, work, opts, opts.warmup_s)
-        cpu_before = proc.cpu_s()
-        result = await _wrk(proc.url, work, opts, opts.duration_s)
-        return result, proc.cpu_s() - cpu_before
 
 
 async def _prepare(
@@ -232,20 +278,14 @@ async def _run_backend(
         print(f"[{backend}] loaded in {load_s:.1f} s", flush=True)
         async with open_counter(env) as counter:
             for server in servers:
-                print(f"[{backend}/{server}] fanout …", flush=True)
-                row = await _measure_fanout(backend, server, env, work, opts, counter, logs, out)
-                print(f"[{backend}/{server}] ceiling …", flush=True)
-                top, top_cpu = await _measure_ceiling(server, work, opts, logs)
-                row.update({
-                    "ceiling_per_s": top.per_s, "ceiling_p50_ms": top.p50_ms,
-                    "ceiling_p99_ms": top.p99_ms, "ceiling_non_3xx": top.non_3xx,
-                    "ceiling_cpu_us_per_redirect": top_cpu / max(top.requests, 1) * 1e6,
-                    "ceiling_cores": top_cpu / top.duration_s,
-                    "ratio": row["redirects_per_s"] / top.per_s, "load_s": load_s,
-                })  # fmt: skip
-                print(f"[{backend}/{server}] {row['redirects_per_s']:,.0f}/s vs "
-                      f"{top.per_s:,.0f}/s, p99 {row['p99_ms']:.1f} ms, lost {row['lost']}",
+                print(f"[{backend}/{server}] fanout and ceiling, {opts.rounds} rounds …",
                       flush=True)  # fmt: skip
+                row = await _measure(backend, server, env, work, opts, counter, logs, out)
+                row["load_s"] = load_s
+                print(f"[{backend}/{server}] {row['redirects_per_s']:,.0f}/s vs "
+                      f"{row['ceiling_per_s']:,.0f}/s (ratios "
+                      f"{', '.join(f'{r:.2f}' for r in row['ratios'])}), "
+                      f"p99 {row['p99_ms']:.1f} ms, lost {row['lost']}", flush=True)  # fmt: skip
                 rows.append(row)
     return rows
 
@@ -253,12 +293,13 @@ async def _run_backend(
 def main(
     *, links: int, codes: int, zipf_s: float, duration_s: int, warmup_s: int, connections: int,
     threads: int, settle_timeout_s: float, backends: list[str], servers: list[str], seed: int,
-    profile: bool, out: Path, keep: bool = False,
+    profile: bool, out: Path, keep: bool = False, rounds: int = 3,
 ) -> list[dict[str, Any]]:  # fmt: skip
     require_wrk()
     opts = Options(links=links, codes=codes, zipf_s=zipf_s, duration_s=duration_s,
                    warmup_s=warmup_s, connections=connections, threads=threads,
-                   settle_timeout_s=settle_timeout_s, seed=seed, profile=profile)  # fmt: skip
+                   settle_timeout_s=settle_timeout_s, seed=seed, profile=profile,
+                   rounds=rounds)  # fmt: skip
     if others := other_benchmarks():
         print(f"warning: other benchmarks are running (pids {others}): figures will be low")
     out.mkdir(parents=True, exist_ok=True)

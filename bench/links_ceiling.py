@@ -50,7 +50,8 @@ def factory() -> Any:
 
 
 def _serve(server: str, port: int) -> None:
-    # The same calls and options as fanout.cli._serve_uvicorn / _serve_granian.
+    # The same calls and options as fanout.cli._serve_uvicorn / _serve_granian, but uvicorn's
+    # own httptools protocol: the ceiling is a raw ASGI app, as the benchmark defines it.
     if server == "uvicorn":
         import uvicorn
 
@@ -66,6 +67,7 @@ def _serve(server: str, port: int) -> None:
             lifespan="on",
             log_level="warning",
             access_log=False,
+            proxy_headers=False,
             timeout_graceful_shutdown=10,
         )
     elif server == "granian":

@@ -258,7 +258,14 @@ def bench_feed(
 @click.option("--links", default=1_000_000, show_default=True, help="links loaded per backend")
 @click.option("--codes", default=100_000, show_default=True, help="distinct codes redirected")
 @click.option("--zipf-s", default=1.1, show_default=True, help="Zipf exponent of code popularity")
-@click.option("--duration", default=15, show_default=True, help="seconds of each measured run")
+@click.option("--duration", default=15, show_default=True,
+              help="seconds measured per target (fanout, and the ceiling)")  # fmt: skip
+@click.option(
+    "--rounds",
+    default=3,
+    show_default=True,
+    help="alternating slices of fanout and the ceiling the duration is split into",
+)
 @click.option("--warmup", default=2, show_default=True, help="seconds of wrk before measuring")
 @click.option("--connections", default=64, show_default=True)
 @click.option("--threads", default=2, show_default=True, help="wrk threads")
@@ -271,7 +278,8 @@ def bench_feed(
 @click.option("--keep-logs", is_flag=True, help="copy the servers' logs to OUT/links-logs")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("bench-results"))
 def bench_links(
-    links: int, codes: int, zipf_s: float, duration: int, warmup: int, connections: int,
+    links: int, codes: int, zipf_s: float, duration: int, rounds: int, warmup: int,
+    connections: int,
     threads: int, settle_timeout: float, backends: str, servers: str, seed: int, profile: bool,
     keep_logs: bool, out: Path,
 ) -> None:  # fmt: skip
@@ -281,7 +289,7 @@ def bench_links(
                   connections=connections, threads=threads, settle_timeout_s=settle_timeout,
                   backends=[b.strip() for b in backends.split(",") if b.strip()],
                   servers=[s.strip() for s in servers.split(",") if s.strip()], seed=seed,
-                  profile=profile, out=out, keep=keep_logs)  # fmt: skip
+                  profile=profile, out=out, keep=keep_logs, rounds=rounds)  # fmt: skip
 
 
 @bench.command("chat")
