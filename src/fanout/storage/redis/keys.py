@@ -7,8 +7,8 @@ Redis Cluster hash tag (the ``{...}`` part), so they live in one slot:
   ``{<root topic>:<partition>}`` — the root topic is the topic without its ``.dlq`` suffixes, so
   :meth:`RedisLog.dead_letter` can XADD to ``<topic>.dlq`` and XACK ``<topic>`` atomically;
 * a timeline's sorted set and its built marker share ``{s<shard>}`` with every other timeline
-  of the same shard (``owner % shards``), so one fan-out script call can write all timelines
-  of a shard group (see :func:`timeline_groups` and ``storage/redis/timelines.py``);
+  of the same shard (``owner % shards``), so on a cluster one fan-out script call can write all
+  timelines of a shard group (see :func:`timeline_calls` and ``storage/redis/timelines.py``);
 * a user's presence leases share ``{p<shard>}`` (``user % shards``) with the online set of that
   shard, so one script can refresh a lease and the user's place in the online set together
   (see ``storage/redis/presence.py``);
@@ -39,19 +39,20 @@ __all__ = [
     "rate_limit_bucket",
     "timeline",
     "timeline_built",
-    "timeline_groups",
+    "timeline_calls",
     "worker_id",
 ]
 
 PREFIX = "fanout:"
 
-# Timeline hash tags. Few enough that fanning out to 1 000 followers is ~31 script calls of ~32
-# owners each (one call per tag present; each call has a fixed cost on both sides), enough to
-# spread timelines over a Redis Cluster: each tag is one slot, so moving slots balances the
-# masters to within 1/31 of the timeline load. Prime because user ids are Snowflakes whose low
-# 12 bits count ids within one millisecond and are nearly always 0: ``owner % 32`` would put
-# almost every user into shard 0, a prime modulus depends on every bit. Changing it renames
-# every timeline key (timelines are then rebuilt from pull, as for a new user).
+# Timeline hash tags: enough to spread timelines over a Redis Cluster (each tag is one slot, so
+# moving slots balances the masters to within 1/31 of the timeline load). On a cluster a fan-out
+# to 1 000 followers is then ~31 script calls of ~32 owners (one per tag present, each with a
+# fixed cost on both sides); on one server, one call (:func:`timeline_calls`). Prime because
+# user ids are Snowflakes whose low 12 bits count ids within one millisecond and are nearly
+# always 0: ``owner % 32`` would put almost every user into shard 0, a prime modulus depends on
+# every bit. Changing it renames every timeline key (timelines are then rebuilt from pull, as
+# for a new user).
 TIMELINE_SHARDS = 31
 
 # Presence hash tags, prime for the same reason (user ids are Snowflakes). Each shard's online
@@ -111,7 +112,7 @@ def _timeline_prefixes(shards: int) -> tuple[bytes, ...]:
 
 def timeline(owner: int, shards: int = TIMELINE_SHARDS) -> bytes:
     """Sorted set holding one user's timeline, e.g. ``fanout:tl:{s17}:<owner>`` (shard =
-    ``owner % shards``). Bytes, like :func:`timeline_groups`, which builds thousands at once."""
+    ``owner % shards``). Bytes, like :func:`timeline_calls`, which builds thousands at once."""
     return _timeline_prefixes(shards)[owner % shards] + b"%d" % owner
 
 
@@ -120,18 +121,24 @@ def timeline_built(owner: int, shards: int = TIMELINE_SHARDS) -> bytes:
     return f"{PREFIX}tlb:{{s{owner % shards}}}:{owner}".encode()
 
 
-def timeline_groups(owners: Iterable[int], shards: int = TIMELINE_SHARDS) -> list[list[bytes]]:
-    """The :func:`timeline` keys of ``owners``, grouped by hash tag: each group lies in one
-    Redis Cluster slot, so one script call may write all of it. Empty groups are left out.
+def timeline_calls(
+    owners: Iterable[int], most: int, *, shards: int = TIMELINE_SHARDS, per_slot: bool = False
+) -> list[list[bytes]]:
+    """The :func:`timeline` keys of ``owners``, split into script calls of at most ``most``
+    keys each. ``per_slot`` (Redis Cluster): no call mixes hash tags, so each lies in one slot
+    — one call per tag present at least. Otherwise any keys share a call.
 
     The fan-out hot path: one modulo, one concatenation and one append per owner.
     """
     prefixes = _timeline_prefixes(shards)
+    if not per_slot:
+        flat = [prefixes[owner % shards] + b"%d" % owner for owner in owners]
+        return [flat[i : i + most] for i in range(0, len(flat), most)]
     groups: list[list[bytes]] = [[] for _ in range(shards)]
     for owner in owners:
         shard = owner % shards
         groups[shard].append(prefixes[shard] + b"%d" % owner)
-    return [group for group in groups if group]
+    return [group[i : i + most] for group in groups for i in range(0, len(group), most)]
 
 
 def feed_snapshot(key: str) -> str:

@@ -1,0 +1,36 @@
+"""Redis timelines written in cluster-shaped script calls (one hash tag per call) and in
+single-server calls (any keys per call) end up the same."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+
+from fanout.accounts.model import UserId
+from fanout.feed.model import Entry, PostId
+from fanout.storage.redis.connection import connect
+from fanout.storage.redis.timelines import RedisTimelineStore
+
+
+async def test_cluster_and_single_server_calls_write_the_same_timelines(
+    clean_redis_url: str,
+) -> None:
+    client: aioredis.Redis = await connect(clean_redis_url)
+    try:
+        owners = [UserId(o) for o in range(1, 400)]  # every shard, hundreds of keys
+        one, cluster = (RedisTimelineStore(client, cap=5, shards=31, cluster=flag)
+                        for flag in (False, True))  # fmt: skip
+        for post in range(1, 9):  # past the cap: trims run in both shapes
+            entry = Entry(PostId(post), 1_000 + post)
+            await one.push(entry, owners[:200])
+            await cluster.push(entry, owners[200:])
+        await one.remove_everywhere(PostId(8), owners[200:])
+        await cluster.remove_everywhere(PostId(7), owners[:200])
+        first = [e.post_id for e in await one.page(owners[0], None, 10)]
+        last = [e.post_id for e in await one.page(owners[-1], None, 10)]
+        assert first[0] == 8 and last[0] == 7 and first[1:] == last[1:]
+        assert first[1:3] == [6, 5] and len(first) < 7  # trimmed: 8 pushed, the cap is 5
+        for owner in owners:
+            page = [e.post_id for e in await one.page(owner, None, 10)]
+            assert page == (first if owner < 201 else last)
+    finally:
+        await client.aclose()
