@@ -86,6 +86,7 @@ class Scenario:
                 continue
             while len(c.view) < len(self.model) and asyncio.get_running_loop().time() < deadline:
                 c.take(await c.ws.quiet(0.05))
+            assert len(c.view) >= len(self.model), f"events not delivered within {SETTLE_S} s"
             c.take(await c.ws.quiet(0.05))
 
     def headers(self, who: int) -> dict[str, str]:

@@ -19,6 +19,9 @@ from fanout.links.clicks import decode_clicks
 pytestmark = pytest.mark.slow
 
 REDIRECTS = 8_000
+# Requests a loaded machine may lose before the server read them (HTTP/1.1's keep-alive race:
+# the server closes an idle connection as the client reuses it), tolerated in the scaled test.
+DROPS_TOLERATED = 8
 BROWSER = {"user-agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0"}
 
 
@@ -37,7 +40,8 @@ def setup_link(node: Any) -> tuple[str, dict[str, str]]:
 class Load:
     served: int = 0  # 302s received
     statuses: list[int] = field(default_factory=list)  # any other answer: always a failure
-    dropped: list[str] = field(default_factory=list)  # requests whose connection failed
+    dropped: list[str] = field(default_factory=list)  # never reached the server: no click
+    failed: list[str] = field(default_factory=list)  # may have reached it: always a failure
 
 
 def redirect_load(url: str, code: str, load: Load) -> None:
@@ -50,8 +54,12 @@ def redirect_load(url: str, code: str, load: Load) -> None:
                 async with sem:
                     try:
                         response = await client.get("/" + code, headers=BROWSER)
-                    except httpx.HTTPError as exc:
-                        load.dropped.append(repr(exc))  # no answer: not served
+                    except (httpx.ConnectError, httpx.RemoteProtocolError) as exc:
+                        # Refused, or closed without an answer: the server never took it.
+                        load.dropped.append(repr(exc))
+                        return
+                    except httpx.HTTPError as exc:  # e.g. a timeout: it may hold a click
+                        load.failed.append(repr(exc))
                         return
                     if response.status_code == 302:
                         load.served += 1
@@ -91,10 +99,10 @@ def test_scaled_aggregator_killed_mid_stream(
     seen_at_kill = clicks(api, code, auth)
     loader.join()
     assert not load.statuses, f"redirects answered otherwise: {load.statuses[:10]}"
-    # The API server is never killed, but a loaded machine can still lose the odd request to
-    # HTTP/1.1's keep-alive race (the server closes an idle connection as the client reuses
-    # it). Such a request was never served, so it has no click: the count below still holds.
-    assert len(load.dropped) <= 8, f"requests dropped: {load.dropped[:10]}"
+    assert not load.failed, f"requests failed: {load.failed[:10]}"
+    # The API server is never killed; a dropped request was never read, so it has no click
+    # and the count below still holds.
+    assert len(load.dropped) <= DROPS_TOLERATED, f"requests dropped: {load.dropped[:10]}"
     assert load.served + len(load.dropped) == REDIRECTS
     assert seen_at_kill < load.served, "nothing was left to recover"
     node_factory("worker", "--roles", "links", env=env).start()
@@ -137,4 +145,5 @@ def test_embedded_killed_mid_stream_counts_every_logged_click_once(
     wait_for(lambda: clicks(restarted, code, auth) >= logged, 90, "every logged click")
     time.sleep(1.0)
     assert clicks(restarted, code, auth) == logged  # each logged click once
+    assert not load.statuses, f"redirects answered otherwise: {load.statuses[:10]}"
     assert logged <= load.served <= logged + 1_000  # the sink's loss is at most about one batch

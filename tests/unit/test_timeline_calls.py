@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -27,11 +28,19 @@ def test_every_timeline_once_in_calls_of_at_most_most_keys(
         keys.timeline(owner, shards) for owner in owners
     )
     assert all(1 <= len(call) <= most for call in calls)
-    if per_slot:  # a cluster: one hash tag (so one slot) per call
+    if per_slot:  # a cluster: one hash tag (so one slot) per call, as few calls as that allows
         for call in calls:
-            assert len({_TAG.search(key).group(1) for key in call}) == 1  # type: ignore[union-attr]
+            assert len({_tag(key) for key in call}) == 1
+        per_tag = Counter(_tag(keys.timeline(owner, shards)) for owner in owners)
+        assert len(calls) == sum(math.ceil(n / most) for n in per_tag.values())
     else:  # one server: as few calls as the size limit allows
         assert len(calls) == math.ceil(len(owners) / most)
+
+
+def _tag(key: bytes) -> bytes:
+    found = _TAG.search(key)
+    assert found is not None
+    return found.group(1)
 
 
 def test_one_server_puts_many_shards_in_one_call() -> None:

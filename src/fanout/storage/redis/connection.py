@@ -128,8 +128,8 @@ async def connect(url: str) -> aioredis.Redis:
 
 class _HiredisPacking:
     """Commands packed by hiredis in C. redis-py's asyncio connections pack every argument in
-    Python, which measured as the largest cost of a fan-out push (a script call per shard
-    with hundreds of keys): 424k -> 577k owners/s for an empty script."""
+    Python, which measured as the largest cost of a fan-out push (script calls of hundreds of
+    keys): 424k -> 577k owners/s for an empty script."""
 
     def pack_command(self, *args: Any) -> list[bytes]:
         head = args[0]

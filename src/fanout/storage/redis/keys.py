@@ -48,11 +48,11 @@ PREFIX = "fanout:"
 # Timeline hash tags: enough to spread timelines over a Redis Cluster (each tag is one slot, so
 # moving slots balances the masters to within 1/31 of the timeline load). On a cluster a fan-out
 # to 1 000 followers is then ~31 script calls of ~32 owners (one per tag present, each with a
-# fixed cost on both sides); on one server, one call (:func:`timeline_calls`). Prime because
-# user ids are Snowflakes whose low 12 bits count ids within one millisecond and are nearly
-# always 0: ``owner % 32`` would put almost every user into shard 0, a prime modulus depends on
-# every bit. Changing it renames every timeline key (timelines are then rebuilt from pull, as
-# for a new user).
+# fixed cost on both sides); on one server, two (:func:`timeline_calls`, 512 keys a call).
+# Prime because user ids are Snowflakes whose low 12 bits count ids within one millisecond and
+# are nearly always 0: ``owner % 32`` would put almost every user into shard 0, a prime modulus
+# depends on every bit. Changing it renames every timeline key (timelines are then rebuilt from
+# pull, as for a new user).
 TIMELINE_SHARDS = 31
 
 # Presence hash tags, prime for the same reason (user ids are Snowflakes). Each shard's online
