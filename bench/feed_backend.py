@@ -172,7 +172,8 @@ async def _scaled() -> AsyncIterator[Backend]:
     from fanout.storage.redis.connection import connect
     from fanout.storage.redis.ids import WorkerIdLease
     from fanout.storage.redis.log import RedisLog
-    from fanout.storage.redis.timelines import RedisSnapshotStore, RedisTimelineStore
+    from fanout.storage.redis.snapshots import RedisSnapshotStore
+    from fanout.storage.redis.timelines import RedisTimelineStore
 
     with contextlib.ExitStack() as servers:
         redis_url = os.environ.get("FANOUT_REDIS_URL") or servers.enter_context(redis_server())

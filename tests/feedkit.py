@@ -107,7 +107,8 @@ async def open_feed_stores(
     from fanout.storage.postgres.outbox import OutboxRelay, PostgresOutbox
     from fanout.storage.redis.connection import connect
     from fanout.storage.redis.log import RedisLog
-    from fanout.storage.redis.timelines import RedisSnapshotStore, RedisTimelineStore
+    from fanout.storage.redis.snapshots import RedisSnapshotStore
+    from fanout.storage.redis.timelines import RedisTimelineStore
 
     pg = PostgresEngine(backend["postgres"])
     await pg.start()

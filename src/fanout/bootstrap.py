@@ -342,7 +342,8 @@ async def _scaled(settings: Settings, clock: Clock, closers: list[Closer]) -> Ba
     from fanout.storage.redis.presence import RedisPresenceStore
     from fanout.storage.redis.ratelimit import RedisRateLimiter
     from fanout.storage.redis.routing import RedisRouter
-    from fanout.storage.redis.timelines import RedisSnapshotStore, RedisTimelineStore
+    from fanout.storage.redis.snapshots import RedisSnapshotStore
+    from fanout.storage.redis.timelines import RedisTimelineStore
 
     assert settings.database_url is not None and settings.redis_url is not None
     engine = PostgresEngine(settings.database_url)

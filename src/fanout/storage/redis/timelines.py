@@ -1,4 +1,4 @@
-"""Redis timelines and ranked snapshots (scaled mode; ports in ``fanout.feed.ports``).
+"""Redis timelines (scaled mode; port in ``fanout.feed.ports``; snapshots: ``snapshots.py``).
 
 A timeline is one sorted set (:func:`keys.timeline`): score = the post's creation time in ms,
 member = the post id as 8 big-endian bytes, so entries with equal scores are ordered by id
@@ -28,8 +28,6 @@ A timeline holding more than ``cap + slack`` members besides the marker is trimm
 script: the oldest go, down to ``cap``, and the marker moves up to the newest entry removed.
 One trim per ``slack`` pushes, not per push.
 
-Snapshots are one string per key: the post ids packed as 8-byte big-endian integers, with EX.
-
 Scripts run with EVALSHA; a server that lost them (restart, SCRIPT FLUSH) answers NOSCRIPT,
 and the call is repeated once after loading them — safe, as every script here is idempotent.
 """
@@ -49,7 +47,7 @@ from fanout.feed.model import Entry, Position, PostId, trim_slack
 from fanout.storage.redis import keys
 from fanout.storage.redis.connection import guard
 
-__all__ = ["RedisSnapshotStore", "RedisTimelineStore"]
+__all__ = ["RedisTimelineStore"]
 
 DEFAULT_CAP = 800  # entries kept per timeline (DESIGN.md §5.1)
 # Timelines per script call: Redis runs nothing else while a script runs, and at ~5 µs per owner
@@ -384,24 +382,3 @@ class RedisTimelineStore:
         """Entries above the marker (what :meth:`page` can return)."""
         _, _, size = await self._marker(owner)
         return size
-
-
-class RedisSnapshotStore:
-    """:class:`fanout.feed.ports.SnapshotStore`: one string per snapshot, expiring (EX)."""
-
-    def __init__(self, client: aioredis.Redis) -> None:
-        self._client = client
-
-    async def put(self, key: str, post_ids: Sequence[PostId], ttl_s: int) -> None:
-        """Store (or replace) the list for ``ttl_s`` seconds; an empty list is stored too."""
-        packed = struct.pack(f">{len(post_ids)}Q", *post_ids)
-        async with guard("snapshot put"):
-            await self._client.set(keys.feed_snapshot(key), packed, ex=ttl_s)
-
-    async def get(self, key: str) -> list[PostId] | None:
-        async with guard("snapshot get"):
-            raw = await self._client.get(keys.feed_snapshot(key))
-        if raw is None:
-            return None
-        assert isinstance(raw, bytes)  # decode_responses=False
-        return [PostId(post_id) for (post_id,) in _ID.iter_unpack(raw)]
