@@ -52,6 +52,26 @@ async def test_permanent_redirects_are_cacheable_for_a_bounded_time(
     assert hop.status_code == 301 and hop.headers["cache-control"] == "max-age=3600"
 
 
+async def test_a_301_in_its_last_hour_is_cacheable_only_until_it_expires(
+    make_client: AppFactory,
+) -> None:
+    clock = ManualClock(start_ms=int(dt.datetime.now(dt.UTC).timestamp() * 1000))
+    client = await make_client(build={"clock": clock})
+    _, token = await register(client, "expiring301")
+    expires = dt.datetime.fromtimestamp(clock.now_ms() / 1000 + 7_200, dt.UTC).isoformat()
+    made = await shorten(client, token, url="https://example.com/e", redirect=301,
+                         expires_at=expires)  # fmt: skip
+    ages = []
+    for step_s in (0, 1_800, 1_800, 2_400, 1_199):  # 2 h, 1.5 h, 1 h, 20 min, 1 s left
+        clock.advance(step_s)
+        hop = await client.get("/" + made["code"])
+        assert hop.status_code == 301
+        ages.append(hop.headers["cache-control"])
+    assert ages == ["max-age=3600", "max-age=3600", "max-age=3600", "max-age=1200", "max-age=1"]
+    clock.advance(1)
+    assert (await client.get("/" + made["code"])).status_code == 410
+
+
 async def test_aliases_conflicts_and_reserved_words(client: httpx.AsyncClient) -> None:
     _, token = await register(client, "aliaser")
     made = await shorten(client, token, url="https://example.com/x", alias="My-Alias_1")

@@ -34,6 +34,11 @@ class ClientAddress:
             ipaddress.ip_network(p, strict=False) for p in trusted_proxies
         )
 
+    @property
+    def trusts_proxies(self) -> bool:
+        """Whether any proxy is trusted (else the client is always the peer)."""
+        return bool(self._trusted)
+
     def _is_trusted(self, address: str) -> bool:
         try:
             ip = ipaddress.ip_address(address)

@@ -33,13 +33,21 @@ if TYPE_CHECKING:
 __all__ = ["RedirectApp", "Response"]
 
 PERMANENT_MAX_AGE_S = 3_600  # a 301 may be cached by browsers: for an hour at most
+# Memoised per process (dropped whole when full): the answer to a code's link, and what a
+# click records of a client (its visitor hash, device, country, referrer host). Both cost a
+# few microseconds a redirect to rebuild, on the one thread that serves every redirect.
+RESPONSES_KEPT = 16_384
+PROFILES_KEPT = 16_384
+PROFILE_KEY_MAX = 1_024  # bytes of user agent and referrer past which a profile is not kept
+_FOREVER_MS = 2**63 - 1
 _CODE = re.compile(r"^/([A-Za-z0-9_-]{1,64})$")
 _GONE = error_body("gone", "this link is no longer available")
 _NOT_FOUND = error_body("not_found", "no such link")
-_GONE_HEADERS = [(b"content-type", b"application/json"),
-                 (b"content-length", b"%d" % len(_GONE))]  # fmt: skip
-_NOT_FOUND_HEADERS = [(b"content-type", b"application/json"),
-                      (b"content-length", b"%d" % len(_NOT_FOUND))]  # fmt: skip
+
+
+def _lines(headers: list[tuple[bytes, bytes]]) -> bytes:
+    """``headers`` as HTTP/1.1 header lines, each ending in CRLF."""
+    return b"".join(b"%s: %s\r\n" % pair for pair in headers)
 
 
 class Response(NamedTuple):
@@ -47,6 +55,34 @@ class Response(NamedTuple):
     headers: list[tuple[bytes, bytes]]
     body: bytes
     click: str | None  # the code to record a click for ("" for an orphan visit), or none
+    lines: bytes  # ``headers`` encoded, for a server that writes the response itself
+
+    @classmethod
+    def of(
+        cls, status: int, headers: list[tuple[bytes, bytes]], body: bytes, click: str | None
+    ) -> Response:
+        return cls(status, headers, body, click, _lines(headers))
+
+
+def _error(status: int, body: bytes, click: str | None) -> Response:
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    return Response.of(status, headers, body, click)
+
+
+_GONE_RESPONSE = _error(410, _GONE, None)
+_ORPHAN_RESPONSE = _error(404, _NOT_FOUND, "")  # an orphan visit
+_NO_UTM = ("", "", "")
+
+
+class _Profile(NamedTuple):
+    """What a click records of its client, beside the code, time and campaign (in the order of
+    :class:`Click`'s fields)."""
+
+    visitor: str
+    referrer_host: str
+    country: str
+    device: str
+    bot: bool
 
 
 class RedirectApp:
@@ -63,6 +99,12 @@ class RedirectApp:
         self._address = address
         self._country = country_header.lower().encode("latin-1")
         self._countries = countries
+        # By code: the answer built for that link object (a new object: the link changed) and
+        # until when it holds (a 301's max-age shrinks in the last hour before expiry).
+        self._responses: dict[str, tuple[Link, Response, int]] = {}
+        # By (client, user agent, referrer, trusted country header), for one platform.
+        self._profiles: dict[tuple[str, bytes, bytes, bytes], _Profile] = {}
+        self._profiled: Platform | None = None
 
     def code_of(self, method: str, path: str) -> str | None:
         """The code a request asks to be redirected by, or ``None`` if it is not one."""
@@ -109,15 +151,32 @@ class RedirectApp:
     def _response(self, resolution: Resolution, code: str, head: bool, now_ms: int) -> Response:
         link = resolution.link
         if resolution.outcome is Outcome.REDIRECT and link is not None:
-            headers = [
-                (b"location", link.url.encode()),
-                (b"content-length", b"0"),
-                (b"cache-control", self._cache_control(link, now_ms)),
-            ]
-            return Response(link.redirect, headers, b"", None if head else code)
+            kept = self._responses.get(link.code)
+            if kept is not None and kept[0] is link and now_ms < kept[2]:
+                response = kept[1]
+            else:
+                response = self._redirect(link, now_ms)
+            return response._replace(click=None) if head else response
         if resolution.outcome is Outcome.GONE:
-            return Response(410, _GONE_HEADERS, _GONE, None)
-        return Response(404, _NOT_FOUND_HEADERS, _NOT_FOUND, "")  # an orphan visit
+            return _GONE_RESPONSE
+        return _ORPHAN_RESPONSE
+
+    def _redirect(self, link: Link, now_ms: int) -> Response:
+        """A redirect to ``link``, remembered for as long as its headers stay the same."""
+        headers = [
+            (b"location", link.url.encode()),
+            (b"content-length", b"0"),
+            (b"cache-control", self._cache_control(link, now_ms)),
+        ]
+        response = Response.of(link.redirect, headers, b"", link.code)
+        until = _FOREVER_MS
+        if link.redirect == 301 and link.max_visits is None and link.expires_ms is not None:
+            until = link.expires_ms - PERMANENT_MAX_AGE_S * 1000  # then max-age shrinks
+        if now_ms < until:
+            if len(self._responses) >= RESPONSES_KEPT:
+                self._responses.clear()
+            self._responses[link.code] = (link, response, until)
+        return response
 
     @staticmethod
     def _cache_control(link: Link, now_ms: int) -> bytes:
@@ -131,20 +190,47 @@ class RedirectApp:
         return b"max-age=%d" % max_age
 
     def _click(self, scope: Mapping[str, Any], code: str, platform: Platform, now_ms: int) -> Click:
-        agent = referrer = ""
-        header_country: str | None = None
+        agent = referrer = country = b""
         for name, value in scope["headers"]:
             if name == b"user-agent":
-                agent = value.decode("latin-1")[:512]
+                agent = value
             elif name == b"referer":
-                referrer = value.decode("latin-1")[:2048]
-            elif name == self._country and self._address.trusted_peer(scope):
-                header_country = value.decode("latin-1")
-        device, bot = classify(agent)
-        source, medium, campaign = utm(scope.get("query_string", b"").decode("latin-1"))
-        client = self._address.of(scope)
-        country = self._countries.country(client, header_country)
-        visitor = visitor_hash(platform.visitor_secret, client, agent)
-        # Positional (the field order of Click): measurably cheaper than keywords per redirect.
-        return Click(code, now_ms, visitor, referrer_host(referrer), country, device, bot,
-                     source, medium, campaign)  # fmt: skip
+                referrer = value
+            elif name == self._country:
+                country = value
+        if self._address.trusts_proxies:
+            client = self._address.of(scope)
+            if not self._address.trusted_peer(scope):
+                country = b""  # only a trusted proxy's header is believed
+        else:
+            peer = scope.get("client")
+            client, country = (str(peer[0]) if peer else "unknown"), b""
+        if platform is not self._profiled:  # another platform, another visitor secret
+            self._profiles.clear()
+            self._profiled = platform
+        key = (client, agent, referrer, country)
+        profile = self._profiles.get(key)
+        if profile is None:
+            profile = self._profile(platform, client, agent, referrer, country)
+            if len(agent) + len(referrer) <= PROFILE_KEY_MAX:  # a flood of huge headers: not kept
+                if len(self._profiles) >= PROFILES_KEPT:
+                    self._profiles.clear()
+                self._profiles[key] = profile
+        query = scope.get("query_string", b"")
+        source, medium, campaign = utm(query.decode("latin-1")) if b"utm_" in query else _NO_UTM
+        # Positional (a profile holds Click's fields in order): cheaper than keywords.
+        return Click(code, now_ms, *profile, source, medium, campaign)
+
+    def _profile(
+        self, platform: Platform, client: str, agent: bytes, referrer: bytes, country: bytes
+    ) -> _Profile:
+        user_agent = agent.decode("latin-1")[:512]
+        device, bot = classify(user_agent)
+        header_country = country.decode("latin-1") if country else None
+        return _Profile(
+            visitor=visitor_hash(platform.visitor_secret, client, user_agent),
+            referrer_host=referrer_host(referrer.decode("latin-1")[:2048]),
+            country=self._countries.country(client, header_country),
+            device=device,
+            bot=bot,
+        )

@@ -93,13 +93,8 @@ class RedirectHttpProtocol(HttpToolsProtocol):
         return True
 
     def _encode(self, response: Response, head: bool) -> bytes:
-        parts = [STATUS_LINE[response.status], self._default_headers()]
-        for name, value in response.headers:
-            parts += (name, b": ", value, b"\r\n")
-        parts.append(b"\r\n")
-        if not head:
-            parts.append(response.body)
-        return b"".join(parts)
+        status, defaults = STATUS_LINE[response.status], self._default_headers()
+        return b"".join((status, defaults, response.lines, b"\r\n", b"" if head else response.body))
 
     def _default_headers(self) -> bytes:
         headers = self.server_state.default_headers

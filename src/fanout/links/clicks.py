@@ -129,30 +129,50 @@ def click_records(clicks: Sequence[Click], partitions: int) -> list[tuple[str, b
 
 
 class ClickSink:
-    """Bounded hand-off from redirects to the log, flushed by :meth:`run`."""
+    """Bounded hand-off from redirects to the log, flushed by :meth:`run`.
+
+    A plain list, not an ``asyncio.Queue``: a redirect appends (the queue's bookkeeping per
+    item cost more than the append) and the flusher, woken by the first click after it
+    emptied the list, takes what gathered in one slice."""
 
     def __init__(
         self, log_: Log, *, linger_s: float = SINK_LINGER_S, capacity: int = SINK_QUEUE
     ) -> None:
         self._log = log_
         self._linger_s = linger_s
-        self._queue: asyncio.Queue[Click] = asyncio.Queue(capacity)
+        self._capacity = capacity
+        self._pending: list[Click] = []
+        self._arrived = asyncio.Event()  # set by the first click the flusher has not seen
+        self._room = asyncio.Event()  # set when the flusher takes clicks out of a full list
         self._inflight: list[Click] = []
         self.published = 0
 
     async def add(self, click: Click) -> None:
-        try:
-            self._queue.put_nowait(click)
-        except asyncio.QueueFull:
-            await self._queue.put(click)  # back-pressure rather than loss
+        while self.full():  # back-pressure rather than loss
+            self._room.clear()
+            await self._room.wait()
+        self.add_nowait(click)
 
     def full(self) -> bool:
         """Whether :meth:`add` would wait; until it is, :meth:`add_nowait` cannot fail."""
-        return self._queue.full()
+        return len(self._pending) >= self._capacity
 
     def add_nowait(self, click: Click) -> None:
         """Queue ``click`` at once; raises ``asyncio.QueueFull`` when :meth:`full`."""
-        self._queue.put_nowait(click)
+        pending = self._pending
+        if len(pending) >= self._capacity:
+            raise asyncio.QueueFull
+        pending.append(click)
+        if len(pending) == 1:
+            self._arrived.set()
+
+    def _take(self, most: int) -> list[Click]:
+        taken = self._pending[:most]
+        del self._pending[:most]
+        if not self._pending:
+            self._arrived.clear()
+        self._room.set()
+        return taken
 
     async def run(self) -> None:
         """Publish queued clicks in batches until cancelled; then, for at most
@@ -160,13 +180,14 @@ class ClickSink:
         everything still queued."""
         try:
             while True:
-                self._inflight = [await self._queue.get()]
-                if self._queue.qsize() < SINK_BATCH - 1:
+                await self._arrived.wait()
+                if len(self._pending) < SINK_BATCH:
                     await asyncio.sleep(self._linger_s)  # let a batch gather
-                await self._publish_more(self._inflight)
+                self._inflight = self._take(SINK_BATCH)
+                await self._publish(self._inflight)
                 self._inflight = []
         finally:
-            left = self._inflight + [self._queue.get_nowait() for _ in range(self._queue.qsize())]
+            left = self._inflight + self._take(len(self._pending))
             self._inflight = []
             if left:
                 try:
@@ -177,12 +198,10 @@ class ClickSink:
 
     async def _publish_all(self, clicks: list[Click]) -> None:
         for start in range(0, len(clicks), SINK_BATCH):
-            await self._publish_more(clicks[start : start + SINK_BATCH])
+            await self._publish(clicks[start : start + SINK_BATCH])
 
-    async def _publish_more(self, batch: list[Click]) -> None:
-        """Publish ``batch`` (topped up from the queue), retrying until the log takes it."""
-        while len(batch) < SINK_BATCH and not self._queue.empty():
-            batch.append(self._queue.get_nowait())
+    async def _publish(self, batch: list[Click]) -> None:
+        """Publish ``batch``, retrying until the log takes it."""
         while True:
             try:
                 records = click_records(batch, self._log.partitions)
