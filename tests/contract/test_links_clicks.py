@@ -129,3 +129,5 @@ async def test_orphan_visits_are_counted_without_dimensions(links: LinksUnderTes
     assert stats.total == 5
     assert stats.series == [Series(T0, 0, 0)]
     assert stats.referrers == [] and stats.countries == [] and stats.utm["source"] == []
+    # Strangers leave no rows behind: no visitor and no minute row to prune.
+    assert await links.clicks.prune(T0 + DAY, T0 + DAY) == 0

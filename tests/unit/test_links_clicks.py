@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from fanout.core.partition import partition_for
 from fanout.links.aggregate import DAY_MS, DIMENSIONS, HOUR_MS, MINUTE_MS, Deltas, deltas, past
-from fanout.links.clicks import click_records, decode_clicks
+from fanout.links.clicks import click_records, decode_clicks, referrer_host, utm
 from fanout.links.model import Click
 
 T0 = 1_767_225_600_000
@@ -109,3 +109,8 @@ def test_past_keeps_the_clicks_beyond_the_watermark() -> None:
     assert past(pairs[:3], (6, 0)) == ([a, b, c], (10, 0))  # a record's clicks together
     assert past(pairs[:3], (10, 0)) == ([], (10, 0))
     assert past(pairs[3:], (1700000000000, 1)) == ([a], (1700000000000, 2))
+
+
+def test_campaigns_and_referrers_never_carry_a_nul() -> None:
+    assert utm("utm_source=a%00b&utm_medium=%00&utm_campaign=c") == ("ab", "", "c")
+    assert "\x00" not in referrer_host("https://a\x00b.example/")

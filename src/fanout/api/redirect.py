@@ -102,7 +102,8 @@ class RedirectApp:
         # By code: the answer built for that link object (a new object: the link changed) and
         # until when it holds (a 301's max-age shrinks in the last hour before expiry).
         self._responses: dict[str, tuple[Link, Response, int]] = {}
-        # By (client, user agent, referrer, trusted country header), for one platform.
+        # By (client, user agent, referrer up to its host, trusted country header), for one
+        # platform.
         self._profiles: dict[tuple[str, bytes, bytes, bytes], _Profile] = {}
         self._profiled: Platform | None = None
 
@@ -208,6 +209,8 @@ class RedirectApp:
         if platform is not self._profiled:  # another platform, another visitor secret
             self._profiles.clear()
             self._profiled = platform
+        if referrer:  # only its host is recorded: a path (click ids) must not split the key
+            referrer = b"/".join(referrer.split(b"/", 3)[:3])
         key = (client, agent, referrer, country)
         profile = self._profiles.get(key)
         if profile is None:

@@ -81,6 +81,8 @@ def referrer_host(referrer: str) -> str:
         return ""
     try:
         host = urlsplit(referrer).hostname or ""
+        if "\x00" in host:  # no host has one; a store may cut text at it
+            return ""
         return host.encode("idna").decode("ascii")[:253] if host else ""
     except (ValueError, UnicodeError):
         return ""
@@ -90,8 +92,10 @@ def utm(query: str) -> tuple[str, str, str]:
     if "utm_" not in query:  # most redirects carry no campaign: skip the parse
         return "", "", ""
     values = parse_qs(query, max_num_fields=50)
+    # Percent-decoded, so a NUL may appear: dropped (stores may cut text at it).
     return tuple(  # type: ignore[return-value]  # three fields, by construction
-        (values.get(f"utm_{name}") or [""])[0][:100] for name in ("source", "medium", "campaign")
+        (values.get(f"utm_{name}") or [""])[0].replace("\x00", "")[:100]
+        for name in ("source", "medium", "campaign")
     )
 
 

@@ -66,9 +66,10 @@ def _each(tx: WriteTx, sql: str, rows: Sequence[tuple[object, ...]]) -> None:
 
 
 def _new_visitors(tx: WriteTx, clicks: Sequence[Click]) -> set[tuple[str, int, str]]:
-    """Record the (code, hour, visitor) triples of ``clicks``; those new in their hour."""
+    """Record the (code, hour, visitor) triples of ``clicks``; those new in their hour. Bots
+    and orphan visits have none (strangers must not grow the table)."""
     triples = sorted(
-        {(c.code, c.at_ms - c.at_ms % HOUR_MS, c.visitor) for c in clicks if not c.bot}
+        {(c.code, c.at_ms - c.at_ms % HOUR_MS, c.visitor) for c in clicks if not c.bot and c.code}
     )
     if not triples:
         return set()

@@ -184,11 +184,12 @@ def _columns(rows: Sequence[tuple[object, ...]], width: int) -> list[list[object
 
 
 async def _first_seen(conn: PgConnection, clicks: Sequence[Click]) -> set[tuple[str, int, str]]:
-    """Record the batch's (code, hour, visitor) triples; those new in their hour."""
+    """Record the batch's (code, hour, visitor) triples; those new in their hour. Bots and
+    orphan visits have none (strangers must not grow the table)."""
     hour_ms = GRAINS["hour"][1]
     # Sorted: rows are locked in that order, the same in every transaction (no deadlock).
     triples = sorted(
-        {(c.code, c.at_ms - c.at_ms % hour_ms, c.visitor) for c in clicks if not c.bot}
+        {(c.code, c.at_ms - c.at_ms % hour_ms, c.visitor) for c in clicks if not c.bot and c.code}
     )
     if not triples:
         return set()
