@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from fanout.core.log import offset_order
 from fanout.links.model import Click, LinkStats, Series
 
-__all__ = ["GRAINS", "Deltas", "build_stats", "deltas", "past", "top"]
+__all__ = ["GRAINS", "Deltas", "build_stats", "deltas", "past", "top", "visits"]
 
 MINUTE_MS, HOUR_MS, DAY_MS = 60_000, 3_600_000, 86_400_000
 GRAINS = {"minute": ("m", MINUTE_MS), "hour": ("h", HOUR_MS), "day": ("d", DAY_MS)}
@@ -47,6 +47,15 @@ def past(
             fresh.append(click)
             last = max(last, order)
     return fresh, last
+
+
+def visits(clicks: Sequence[Click]) -> list[tuple[str, int, str]]:
+    """The (code, hour, visitor) triples of ``clicks``, sorted, each once: what a store records
+    to tell a visitor new in its hour. Bots and orphan visits have none (strangers must not
+    grow the table)."""
+    return sorted(
+        {(c.code, c.at_ms - c.at_ms % HOUR_MS, c.visitor) for c in clicks if not c.bot and c.code}
+    )
 
 
 def deltas(clicks: Sequence[Click], first_seen: Callable[[str, int, str], bool]) -> Deltas:

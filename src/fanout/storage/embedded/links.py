@@ -11,7 +11,7 @@ import msgspec
 
 from fanout.accounts.model import UserId
 from fanout.core.errors import Conflict
-from fanout.links.aggregate import DAY_MS, GRAINS, HOUR_MS, build_stats, deltas, past
+from fanout.links.aggregate import DAY_MS, GRAINS, build_stats, deltas, past, visits
 from fanout.links.model import Click, Link, LinkStats
 from fanout.storage.embedded.engine import SqliteEngine, WriteTx
 
@@ -66,11 +66,8 @@ def _each(tx: WriteTx, sql: str, rows: Sequence[tuple[object, ...]]) -> None:
 
 
 def _new_visitors(tx: WriteTx, clicks: Sequence[Click]) -> set[tuple[str, int, str]]:
-    """Record the (code, hour, visitor) triples of ``clicks``; those new in their hour. Bots
-    and orphan visits have none (strangers must not grow the table)."""
-    triples = sorted(
-        {(c.code, c.at_ms - c.at_ms % HOUR_MS, c.visitor) for c in clicks if not c.bot and c.code}
-    )
+    """Record the visits of ``clicks`` (see ``visits``); those new in their hour."""
+    triples = visits(clicks)
     if not triples:
         return set()
     (unseen,) = tx.execute(_UNSEEN_VISITORS, (_json(triples),)).fetchone()

@@ -21,7 +21,7 @@ import asyncpg
 
 from fanout.accounts.model import UserId
 from fanout.core.errors import Conflict
-from fanout.links.aggregate import DAY_MS, GRAINS, Deltas, build_stats, deltas, past
+from fanout.links.aggregate import DAY_MS, GRAINS, Deltas, build_stats, deltas, past, visits
 from fanout.links.model import Click, Link, LinkStats
 from fanout.storage.postgres.engine import PgConnection, PostgresEngine
 
@@ -184,13 +184,9 @@ def _columns(rows: Sequence[tuple[object, ...]], width: int) -> list[list[object
 
 
 async def _first_seen(conn: PgConnection, clicks: Sequence[Click]) -> set[tuple[str, int, str]]:
-    """Record the batch's (code, hour, visitor) triples; those new in their hour. Bots and
-    orphan visits have none (strangers must not grow the table)."""
-    hour_ms = GRAINS["hour"][1]
+    """Record the visits of ``clicks`` (see ``visits``); those new in their hour."""
     # Sorted: rows are locked in that order, the same in every transaction (no deadlock).
-    triples = sorted(
-        {(c.code, c.at_ms - c.at_ms % hour_ms, c.visitor) for c in clicks if not c.bot and c.code}
-    )
+    triples = visits(clicks)
     if not triples:
         return set()
     rows = await conn.fetch(_NEW_VISITORS, *_columns(triples, 3))
