@@ -125,7 +125,7 @@ class RedisRouter:
             self._listener.cancel()
             await asyncio.gather(self._listener, return_exceptions=True)
         with contextlib.suppress(Exception):
-            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+            await self._pubsub.aclose()
         with contextlib.suppress(Exception):
             await self._subscriber.aclose()
 
