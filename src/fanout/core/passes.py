@@ -1,0 +1,85 @@
+"""Group commit for async work: calls made while a pass runs are joined into the next pass.
+
+A lone call starts a pass at once (no waiting for company); under load, everything submitted
+while one pass runs goes together in the next, so passes grow with the backlog and shrink when
+it clears. A caller returns when the pass holding its items is done, and raises what that pass
+raised: every caller of a failed pass sees the failure, and may retry its own items alone.
+Nothing queues beyond the callers themselves: each waits for its own items, so the waiting
+calls are at most the callers at once (the fan-out worker's: its consumer runner's handlers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+__all__ = ["Passes"]
+
+T = TypeVar("T")
+
+
+class Passes(Generic[T]):
+    """Runs ``run`` over the items of waiting calls, at most ``at_once`` passes at a time and
+    ``most`` items a pass (a call's items are never split; a larger call is a pass of its own).
+    Two passes at once let one pass's reads overlap another's writes."""
+
+    def __init__(
+        self, run: Callable[[list[T]], Awaitable[object]], *, most: int, at_once: int = 1
+    ) -> None:
+        if most < 1 or at_once < 1:
+            raise ValueError("most and at_once must be at least 1")
+        self._run = run
+        self._most = most
+        self._at_once = at_once
+        self._waiting: list[tuple[Sequence[T], asyncio.Future[None]]] = []
+        self._drains: set[asyncio.Task[None]] = set()
+
+    async def submit(self, items: Sequence[T]) -> None:
+        """Return once ``items`` went through a pass. A cancelled caller leaves its items in
+        the pass: they are processed or not, and the caller must treat them as unknown."""
+        if not items:
+            return
+        done = asyncio.get_running_loop().create_future()
+        self._waiting.append((items, done))
+        if len(self._drains) < self._at_once:
+            self._drains.add(asyncio.create_task(self._drain(), name="passes"))
+        await asyncio.shield(done)
+
+    def _take(self) -> list[tuple[Sequence[T], asyncio.Future[None]]]:
+        """The next pass: waiting calls in order, up to ``most`` items (at least one call)."""
+        taken, size = 0, 0
+        for items, _ in self._waiting:
+            if taken and size + len(items) > self._most:
+                break
+            taken, size = taken + 1, size + len(items)
+        calls, self._waiting = self._waiting[:taken], self._waiting[taken:]
+        return calls
+
+    async def _drain(self) -> None:
+        me = asyncio.current_task()
+        try:
+            while self._waiting:
+                calls = self._take()
+                batch = [item for items, _ in calls for item in items]
+                try:
+                    await self._run(batch)
+                except asyncio.CancelledError:
+                    for _, done in calls:
+                        done.cancel()
+                    raise
+                except Exception as exc:  # handed to every caller of the pass
+                    for _, done in calls:
+                        done.set_exception(exc)
+                        done.exception()  # seen here: a caller that went away must not log it
+                else:
+                    for _, done in calls:
+                        done.set_result(None)
+        finally:
+            # No await between the last look at the waiting calls and leaving the set: a call
+            # made after that look finds a free slot and starts a drain of its own.
+            self._drains.discard(me)
+            if not self._drains:  # cancelled with calls waiting and nobody left to serve them
+                for _, done in self._waiting:
+                    done.cancel()
+                self._waiting = []
