@@ -114,6 +114,10 @@ class PostgresEngine:
                 timeout=self._connect_timeout_s,
                 command_timeout=self._command_timeout_s,
                 reset=_keep_session,
+                # JIT compiles a plan in ~5 ms once its estimated cost is high; no query here
+                # runs long enough to win that back (measured: a fan-out's follower query for
+                # 128 authors took 36 ms with JIT, 25 without).
+                server_settings={"jit": "off"},
             )
         except Exception as exc:
             if not _is_unavailable(exc):
