@@ -73,6 +73,27 @@ async def test_fanout_targets_page_by_id_and_skip_idle_followers(feed: FeedUnder
     assert everyone == [user(n) for n in range(1, 11)]
 
 
+async def test_fanout_targets_many_answers_each_start_as_fanout_targets(
+    feed: FeedUnderTest,
+) -> None:
+    other, nobody = user(50), user(51)
+    for n in range(1, 11):
+        await feed.follows.follow(user(n), STAR, n, [])
+        if n % 2:
+            await feed.follows.follow(user(n), other, n, [])
+        if n % 3 == 0:
+            await feed.follows.touch(user(n), 10_000)  # idle at 50 000
+    starts = [(STAR, None), (other, user(3)), (nobody, None), (STAR, user(4)), (STAR, user(10))]
+    for limit, since in ((3, 50_000), (100, 50_000), (100, 0)):
+        many = await feed.follows.fanout_targets_many(starts, limit, since)
+        assert many == [
+            await feed.follows.fanout_targets(author, after, limit, since)
+            for author, after in starts
+        ]
+    assert many[1] == [user(5), user(7), user(9)] and many[2] == [] and many[4] == []
+    assert await feed.follows.fanout_targets_many([], 10, 0) == []
+
+
 async def test_touch_never_moves_backwards(feed: FeedUnderTest) -> None:
     assert await feed.follows.last_active(user(1)) is None
     await feed.follows.touch(user(1), 5000)

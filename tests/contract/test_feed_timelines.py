@@ -103,3 +103,31 @@ async def test_snapshots_round_trip_and_expire(feed: FeedUnderTest) -> None:
     assert await feed.snapshots.get("empty") == []
     await asyncio.sleep(1.2)
     assert await feed.snapshots.get("s1") is None
+
+
+async def test_push_many_is_each_push_at_once(feed: FeedUnderTest) -> None:
+    owners = [UserId(BASE + i) for i in range(6)]
+    pushes = [(entry(1), owners[:4]), (entry(3), owners[2:]), (entry(2), owners[1:5])]
+    await feed.timelines.push_many([*pushes, (entry(3), owners[:1]), (entry(9), [])])
+    await feed.timelines.push_many(pushes)  # again: changes nothing
+    for i, owner in enumerate(owners):
+        expected = [e for e, reached in [pushes[1], pushes[2], pushes[0]] if owner in reached]
+        if i == 0:
+            expected = [entry(3), entry(1)]
+        assert await all_pages(feed, owner, 2) == expected
+        assert await feed.timelines.size(owner) == len(expected)
+    await feed.timelines.push_many([])
+
+
+async def test_push_many_past_the_cap_in_one_call_trims_once(feed: FeedUnderTest) -> None:
+    """A timeline new to this push gets more than ``cap + slack`` entries at once: it keeps the
+    newest, and its floor is the newest of those trimmed away."""
+    many = [entry(n) for n in range(1, 3 * TIMELINE_CAP + 1)]
+    await feed.timelines.push_many([(e, [OWNER]) for e in reversed(many)])
+    kept = await all_pages(feed, OWNER)
+    assert TIMELINE_CAP <= len(kept) <= TIMELINE_CAP + SLACK
+    assert kept == many[::-1][: len(kept)]
+    assert await feed.timelines.floor(OWNER) == many[-len(kept) - 1].position
+    await feed.timelines.push_many([(entry(0), [OWNER]), (entry(10**6), [OWNER])])
+    assert (await all_pages(feed, OWNER))[0] == entry(10**6)
+    assert entry(0) not in await all_pages(feed, OWNER)  # under the floor: never shown

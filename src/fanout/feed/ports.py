@@ -117,6 +117,13 @@ class FollowStore(Protocol):
         active)."""
         ...
 
+    async def fanout_targets_many(
+        self, starts: Sequence[tuple[UserId, UserId | None]], limit: int, active_since_ms: int
+    ) -> list[list[UserId]]:
+        """:meth:`fanout_targets` for each (author, after) of ``starts``, in that order, at
+        once (one round trip)."""
+        ...
+
     async def touch(self, user: UserId, at_ms: int) -> None:
         """Record that ``user`` was active at ``at_ms`` (never moves backwards)."""
         ...
@@ -135,6 +142,11 @@ class TimelineStore(Protocol):
 
     async def push(self, entry: Entry, owners: Sequence[UserId]) -> None:
         """Add ``entry`` to every owner's timeline; adding it twice changes nothing."""
+        ...
+
+    async def push_many(self, pushes: Sequence[tuple[Entry, Sequence[UserId]]]) -> None:
+        """:meth:`push` of each (entry, owners) pair, at once: a timeline that several of them
+        reach is written once with all of its new entries."""
         ...
 
     async def add(

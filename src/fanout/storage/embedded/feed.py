@@ -313,17 +313,29 @@ class SqliteFollowStore:
     async def fanout_targets(
         self, author: UserId, after: UserId | None, limit: int, active_since_ms: int
     ) -> list[UserId]:
-        rows = await self._engine.read(
-            lambda c: c.execute(
-                "SELECT f.follower_id FROM follows f"
-                " LEFT JOIN activity a ON a.user_id = f.follower_id"
-                " WHERE f.followee_id = ? AND f.follower_id > ?"
-                " AND (a.last_active_ms IS NULL OR a.last_active_ms >= ?)"
-                " ORDER BY f.follower_id LIMIT ?",
-                (author, -(2**63) if after is None else after, active_since_ms, limit),
-            ).fetchall()
-        )
-        return [UserId(r[0]) for r in rows]
+        (targets,) = await self.fanout_targets_many([(author, after)], limit, active_since_ms)
+        return targets
+
+    async def fanout_targets_many(
+        self, starts: Sequence[tuple[UserId, UserId | None]], limit: int, active_since_ms: int
+    ) -> list[list[UserId]]:
+        def query(c: sqlite3.Connection) -> list[list[UserId]]:
+            return [
+                [
+                    UserId(r[0])
+                    for r in c.execute(
+                        "SELECT f.follower_id FROM follows f"
+                        " LEFT JOIN activity a ON a.user_id = f.follower_id"
+                        " WHERE f.followee_id = ? AND f.follower_id > ?"
+                        " AND (a.last_active_ms IS NULL OR a.last_active_ms >= ?)"
+                        " ORDER BY f.follower_id LIMIT ?",
+                        (author, -(2**63) if after is None else after, active_since_ms, limit),
+                    )
+                ]
+                for author, after in starts
+            ]
+
+        return await self._engine.read(query) if starts else []
 
     async def touch(self, user: UserId, at_ms: int) -> None:
         await self._engine.write(

@@ -76,12 +76,20 @@ class SqliteTimelineStore:
         )
 
     async def push(self, entry: Entry, owners: Sequence[UserId]) -> None:
-        def job(tx: WriteTx) -> None:
-            for owner in owners:
-                self._add_rows(tx, owner, (entry,))
+        await self.push_many([(entry, owners)])
 
-        if owners:
-            await self._engine.write(job, offload=len(owners) > OFFLOAD_FROM)
+    async def push_many(self, pushes: Sequence[tuple[Entry, Sequence[UserId]]]) -> None:
+        by_owner: dict[int, list[Entry]] = {}
+        for entry, owners in pushes:
+            for owner in owners:
+                by_owner.setdefault(owner, []).append(entry)
+
+        def job(tx: WriteTx) -> None:
+            for owner, entries in by_owner.items():
+                self._add_rows(tx, owner, entries)
+
+        if by_owner:
+            await self._engine.write(job, offload=len(by_owner) > OFFLOAD_FROM)
 
     async def add(
         self, owner: UserId, entries: Sequence[Entry], floor: Position | None = None

@@ -40,6 +40,8 @@ __all__ = [
     "timeline",
     "timeline_built",
     "timeline_calls",
+    "timeline_groups",
+    "timeline_prefixes",
     "worker_id",
 ]
 
@@ -106,19 +108,32 @@ def worker_id(worker: int) -> str:
 
 
 @functools.cache
-def _timeline_prefixes(shards: int) -> tuple[bytes, ...]:
+def timeline_prefixes(shards: int) -> tuple[bytes, ...]:
+    """Per shard, what a :func:`timeline` key starts with: ``timeline(owner)`` is
+    ``timeline_prefixes(shards)[owner % shards] + b"%d" % owner`` (for hot loops)."""
     return tuple(f"{PREFIX}tl:{{s{shard}}}:".encode() for shard in range(shards))
 
 
 def timeline(owner: int, shards: int = TIMELINE_SHARDS) -> bytes:
     """Sorted set holding one user's timeline, e.g. ``fanout:tl:{s17}:<owner>`` (shard =
     ``owner % shards``). Bytes, like :func:`timeline_calls`, which builds thousands at once."""
-    return _timeline_prefixes(shards)[owner % shards] + b"%d" % owner
+    return timeline_prefixes(shards)[owner % shards] + b"%d" % owner
 
 
 def timeline_built(owner: int, shards: int = TIMELINE_SHARDS) -> bytes:
     """String holding when a timeline was last (re)built (ms); absent = must be built."""
     return f"{PREFIX}tlb:{{s{owner % shards}}}:{owner}".encode()
+
+
+def timeline_groups(owners: Iterable[int], *, shards: int, per_slot: bool) -> list[list[int]]:
+    """``owners`` as script calls may mix them: one group on one server; on a cluster
+    (``per_slot``) one group per hash tag present, since a call may touch only one slot."""
+    if not per_slot:
+        return [list(owners)]
+    groups: list[list[int]] = [[] for _ in range(shards)]
+    for owner in owners:
+        groups[owner % shards].append(owner)
+    return [group for group in groups if group]
 
 
 def timeline_calls(
@@ -130,15 +145,12 @@ def timeline_calls(
 
     The fan-out hot path: one modulo, one concatenation and one append per owner.
     """
-    prefixes = _timeline_prefixes(shards)
-    if not per_slot:
-        flat = [prefixes[owner % shards] + b"%d" % owner for owner in owners]
-        return [flat[i : i + most] for i in range(0, len(flat), most)]
-    groups: list[list[bytes]] = [[] for _ in range(shards)]
-    for owner in owners:
-        shard = owner % shards
-        groups[shard].append(prefixes[shard] + b"%d" % owner)
-    return [group[i : i + most] for group in groups for i in range(0, len(group), most)]
+    prefixes = timeline_prefixes(shards)
+    calls: list[list[bytes]] = []
+    for group in timeline_groups(owners, shards=shards, per_slot=per_slot):
+        flat = [prefixes[owner % shards] + b"%d" % owner for owner in group]
+        calls += (flat[i : i + most] for i in range(0, len(flat), most))
+    return calls
 
 
 def feed_snapshot(key: str) -> str:
