@@ -320,7 +320,7 @@ async def run_backend(name: str, w: Workload, strategies: Sequence[str]) -> list
                 )
                 rows.append(row)
             if backend.redis_url is not None:
-                console.log(f"{name}: redis-benchmark -P 100 ZADD on random keys")
+                console.log(f"{name}: redis-benchmark -P 100 ZADD on random keys, median of 5 runs")
                 zadd = await asyncio.to_thread(
                     redis_benchmark,
                     backend.redis_url,

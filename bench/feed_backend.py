@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,17 +59,23 @@ class CountingWorker(FanoutWorker):
             self._done.set()
         return self._done
 
-    async def fan_out(self, event: events.PostCreated) -> int:
-        written = await super().fan_out(event)
+    async def fan_out_many(self, created: Sequence[events.PostCreated]) -> int:
+        written = await super().fan_out_many(created)
         self.written += written
         return written
 
     async def handle(self, record: LogRecord) -> None:
         await super().handle(record)
-        if record.topic != Topics.FEED_FOLLOWS:
-            self.handled += 1
-            if self.handled >= self._target:
-                self._done.set()
+        self._count([record])
+
+    async def handle_batch(self, records: Sequence[LogRecord]) -> None:
+        await super().handle_batch(records)
+        self._count(records)
+
+    def _count(self, records: Sequence[LogRecord]) -> None:
+        self.handled += sum(record.topic != Topics.FEED_FOLLOWS for record in records)
+        if self.handled >= self._target:
+            self._done.set()
 
 
 @dataclass

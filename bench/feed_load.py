@@ -264,6 +264,9 @@ class ScaledLoader:
                 advance(len(rows))
 
         await self._without_indexes(conn, "follows", load)
+        # As autovacuum does soon after a bulk insert: sets the visibility map, so the fan-out's
+        # follower ranges are index-only scans without a heap fetch per row.
+        await conn.execute("VACUUM follows")
         ids = np.arange(users + 1, dtype=np.int64)
         await conn.copy_records_to_table(
             "user_stats",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import statistics
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -103,10 +104,24 @@ def write_plot(
 
 
 def redis_benchmark(
-    url: str, args: Sequence[str], requests: int, pipeline: int = 100, random_keys: int = 0
+    url: str,
+    args: Sequence[str],
+    requests: int,
+    pipeline: int = 100,
+    random_keys: int = 0,
+    runs: int = 5,
 ) -> float:
-    """Requests/s of C ``redis-benchmark -P pipeline`` running ``args`` against ``url``; with
-    ``random_keys``, ``__rand_int__`` in ``args`` is replaced by one of that many values."""
+    """Requests/s of C ``redis-benchmark -P pipeline`` running ``args`` against ``url``: the
+    median of ``runs`` runs (one run swings by ±20 % on two busy cores); with ``random_keys``,
+    ``__rand_int__`` in ``args`` is replaced by one of that many values."""
+    return statistics.median(
+        _redis_benchmark_once(url, args, requests, pipeline, random_keys) for _ in range(runs)
+    )
+
+
+def _redis_benchmark_once(
+    url: str, args: Sequence[str], requests: int, pipeline: int, random_keys: int
+) -> float:
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)

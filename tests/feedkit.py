@@ -6,12 +6,14 @@ feed topics are consumed to the end by the real handlers, and requested rebuilds
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from fanout.core.clock import Clock, ManualClock
+from fanout.core.consumer import Subscription
 from fanout.core.ids import IdGenerator
 from fanout.core.log import Log, Topics
 from fanout.feed.events import FEED_POSTS_LOW
@@ -35,16 +37,32 @@ class FeedKit:
     clock: ManualClock
 
     async def drain(self) -> int:
-        """Hand every pending feed record to the worker; the number handled."""
-        handled = 0
-        for topic in FEED_TOPICS:
-            for partition in range(self.log.partitions):
-                await self.log.acquire(topic, GROUP, "kit", partition, 60_000)
-                while records := await self.log.read(topic, GROUP, "kit", partition, 100):
+        """Hand every pending feed record to the worker as its consumer runners would: each
+        partition's records in order, in read batches, through the subscription's batch handler
+        where it has one; the partitions of a topic at once, so that posts of several
+        partitions share the worker's passes. The number of records handled."""
+        first, low = self.worker.subscriptions()
+        subs = sorted(first + low, key=lambda sub: FEED_TOPICS.index(sub.topic))
+
+        async def partition(sub: Subscription, number: int) -> int:
+            handled = 0
+            await self.log.acquire(sub.topic, GROUP, "kit", number, 60_000)
+            while records := await self.log.read(sub.topic, GROUP, "kit", number, sub.batch):
+                if sub.batch_handler is not None:
+                    await sub.batch_handler(records)
+                else:
                     for record in records:
-                        await self.worker.handle(record)
-                    await self.log.ack(GROUP, records)
-                    handled += len(records)
+                        await sub.handler(record)
+                await self.log.ack(GROUP, records)
+                handled += len(records)
+            return handled
+
+        handled = 0
+        for sub in subs:
+            counts = await asyncio.gather(
+                *(partition(sub, number) for number in range(self.log.partitions))
+            )
+            handled += sum(counts)
         return handled
 
     async def settle(self) -> None:

@@ -4,23 +4,30 @@
   within ``inactive_days`` (the others get their timeline rebuilt when they return), then offered
   live to the chunk's online followers. Pushing is idempotent, so a redelivered record (a worker
   killed mid-fan-out) re-pushes from the start and every timeline still holds the post once.
+* Posts are fanned out in *passes* (:class:`Passes`): the posts that arrive, from any partition,
+  while a pass runs go together in the next one, and a timeline that several of them reach is
+  written once with all of its new entries. An idle worker sends a lone post at once; a
+  backlog drains in large passes, where most of a timeline write's cost in Redis (reaching the
+  key, the command) is shared by several entries.
 * A deleted post is removed from its author's followers' timelines (reads already hide it).
 * An unfollow removes the followee's recent posts from the follower's timeline.
-The low lane is the same handler on its own topic, run by its own runner so it never takes the
-first lane's slots (``bootstrap.py``).
+The low lane is the same handler on its own topic, run by its own runner with passes of its
+own, so it never takes the first lane's slots nor joins its passes (``bootstrap.py``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from fanout.accounts.model import UserId
 from fanout.core.clock import Clock
 from fanout.core.consumer import Subscription
 from fanout.core.log import LogRecord, Topics
+from fanout.core.passes import Passes
 from fanout.feed import events
-from fanout.feed.model import Entry, PostId
+from fanout.feed.model import PostId
 from fanout.feed.policy import FanoutPolicy, Lane
 from fanout.feed.ports import FeedStores, LiveFeed
 from fanout.feed.service import backfill
@@ -29,8 +36,26 @@ __all__ = ["FanoutWorker", "NoLiveFeed"]
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1_000  # followers per query and per push: bounds memory and one pipeline's size
+CHUNK = 1_000  # followers of a post per chunk (first lane, purges): bounds a pass's memory
 GROUP = "feed-fanout"
+# Post records read per partition at once. A read batch's posts join the pass of every other
+# partition's (:class:`Passes`).
+FIRST_LANE_READ = 256
+LOW_LANE_READ = 64
+# Posts per pass: with a chunk of followers each, at most 512 000 timeline writes in memory at
+# once (~50 MB). A pass of 512 posts of a few hundred followers writes each of 20 000
+# timelines ~6 times in one ZADD.
+POSTS_PER_PASS = 512
+# Followers per chunk of a low-lane post (10 000 to 1M followers): a pass of 64 such posts
+# holds at most 640 000 timeline writes, and most posts take one round, so the followers of
+# all 64 share one push.
+LOW_LANE_CHUNK = 10_000
+# Low lane: each post has thousands of followers, and the lane runs two handlers at once
+# (``bootstrap.LOW_LANE_CONCURRENCY``): a pass per partition batch lets its two passes overlap.
+LOW_POSTS_PER_PASS = LOW_LANE_READ
+PASSES_AT_ONCE = 2  # one fetching followers while the other writes timelines
+# Posts per follower query: a pass's queries run at once, each on its own pool connection.
+TARGET_SLICE = 128
 
 
 class NoLiveFeed:
@@ -59,40 +84,93 @@ class FanoutWorker:
         self.live: LiveFeed = live or NoLiveFeed()
         self._cap = timeline_cap
         self._inactive_ms = inactive_days * 86_400_000
+        self._passes = {
+            lane: Passes(self.fan_out_many, most=most, at_once=PASSES_AT_ONCE)
+            for lane, most in ((Lane.NOW, POSTS_PER_PASS), (Lane.LOW, LOW_POSTS_PER_PASS))
+        }
 
     def subscriptions(self) -> tuple[list[Subscription], list[Subscription]]:
         """(first lane, low-priority lane) subscriptions."""
         first = [
-            Subscription(Topics.FEED_POSTS, GROUP, self.handle),
+            Subscription(Topics.FEED_POSTS, GROUP, self.handle, batch=FIRST_LANE_READ,
+                         batch_handler=self.handle_batch),
             Subscription(Topics.FEED_FOLLOWS, GROUP, self.handle),
-        ]
-        return first, [Subscription(events.FEED_POSTS_LOW, GROUP, self.handle, batch=10)]
+        ]  # fmt: skip
+        low = Subscription(events.FEED_POSTS_LOW, GROUP, self.handle, batch=LOW_LANE_READ,
+                           batch_handler=self.handle_batch)  # fmt: skip
+        return first, [low]
 
     async def handle(self, record: LogRecord) -> None:
         event = events.decode(record.payload)
         if isinstance(event, events.PostCreated):
             if event.lane is not Lane.NONE:
-                await self.fan_out(event)
-        elif isinstance(event, events.PostDeleted):
+                await self.fan_out_many([event])
+        else:
+            await self._apply(event)
+
+    async def handle_batch(self, records: Sequence[LogRecord]) -> None:
+        """One partition's records in order: each run of created posts joins a pass of its
+        lane; anything else is handled alone, after the posts before it."""
+        run: list[events.PostCreated] = []
+        for record in records:
+            event = events.decode(record.payload)
+            if isinstance(event, events.PostCreated):
+                if event.lane is not Lane.NONE:
+                    run.append(event)
+                continue
+            await self._fan_out_run(run)
+            run = []
+            await self._apply(event)
+        await self._fan_out_run(run)
+
+    async def _fan_out_run(self, run: list[events.PostCreated]) -> None:
+        """Posts of one partition, in order, through the passes of their lanes."""
+        start = 0
+        for i in range(1, len(run) + 1):
+            if i == len(run) or run[i].lane is not run[start].lane:
+                await self._passes[run[start].lane].submit(run[start:i])
+                start = i
+
+    async def _apply(self, event: events.FeedEvent) -> None:
+        if isinstance(event, events.PostDeleted):
             await self._purge(event)
         elif isinstance(event, events.Unfollowed):
             await self._unfollowed(event)
         elif isinstance(event, events.Followed):
             await self._followed(event)
 
-    async def fan_out(self, event: events.PostCreated) -> int:
-        """Push the post to every active follower; the number of timelines written."""
-        post_id, author = PostId(event.post_id), UserId(event.author_id)
-        post = (await self._posts.get_many([post_id])).get(post_id)
-        if post is None or post.deleted:
-            return 0  # deleted before its fan-out: nothing to show
-        entry = Entry(post_id, event.created_ms)
+    async def fan_out_many(self, created: Sequence[events.PostCreated]) -> int:
+        """Push each post to every active follower; the number of timeline writes. Followers
+        come in chunks, fetched for every post at once: a round is the first chunk of every
+        post (then the next chunk of those with more, …), pushed in one :meth:`push_many`, so
+        a timeline that several of the round's posts reach is written once. Low-lane posts
+        have thousands of followers each: their chunks are larger, so most take one round."""
+        found = await self._posts.get_many([PostId(e.post_id) for e in created])
+        posts = [p for e in created if (p := found.get(PostId(e.post_id))) and not p.deleted]
         since = self._clock.now_ms() - self._inactive_ms
+        size = LOW_LANE_CHUNK if any(e.lane is Lane.LOW for e in created) else CHUNK
+
+        async def chunks_after(starts: list[tuple[UserId, UserId | None]]) -> list[list[UserId]]:
+            slices = [starts[i : i + TARGET_SLICE] for i in range(0, len(starts), TARGET_SLICE)]
+            got = await asyncio.gather(
+                *(self._follows.fanout_targets_many(part, size, since) for part in slices)
+            )
+            return [chunk for part in got for chunk in part]
+
         written = 0
-        async for chunk in self._targets(author, since):
-            await self._timelines.push(entry, chunk)
-            await self.live.offer(post, chunk)
-            written += len(chunk)
+        after: list[UserId | None] = [None] * len(posts)
+        while posts:
+            chunks = await chunks_after(
+                [(post.author_id, a) for post, a in zip(posts, after, strict=True)]
+            )
+            await self._timelines.push_many(
+                [(post.entry, chunk) for post, chunk in zip(posts, chunks, strict=True)]
+            )
+            for post, chunk in zip(posts, chunks, strict=True):
+                written += len(chunk)
+                await self.live.offer(post, chunk)
+            more = [i for i, chunk in enumerate(chunks) if len(chunk) == size]
+            posts, after = [posts[i] for i in more], [chunks[i][-1] for i in more]
         return written
 
     async def _targets(self, author: UserId, since: int) -> AsyncIterator[list[UserId]]:
