@@ -6,9 +6,17 @@ exactly (Redis orders equal scores byte-wise, which for fixed-width big-endian i
 
 **The floor lives in the set**, as one *marker* member that is not 8 bytes long:
 
-* no floor yet: member ``b""`` at score ``-inf`` (below everything);
-* floor at position (s, id): member ``id as 8 bytes + b"\\x00"`` at score s, which sorts right
-  above the entry (s, id) itself and below every entry above it.
+* no floor yet: 65 zero bytes at score ``-inf`` (below everything);
+* floor at position (s, id): member ``id as 8 bytes + 57 zero bytes`` at score s, which sorts
+  right above the entry (s, id) itself and below every entry above it.
+
+Markers are 65 bytes long on purpose: longer than ``zset-max-listpack-value`` (64 by default),
+so a timeline is a skiplist from its first entry. In the compact (listpack) encoding that Redis
+gives sorted sets of up to 128 short members, every ZADD scans the set twice (for the member,
+then for the place of its score, at the newest end); in a fan-out into timelines of up to 128
+entries those scans were ~45 % of Redis's CPU (perf, ``fanout bench feed``). Timelines written
+before used a 0- or 9-byte marker; both are still read (the first 8 bytes of a floor marker
+are its id; a marker at ``-inf`` or shorter than 9 bytes means no floor).
 
 Scripts create the marker with the key, so every timeline holds exactly one. The entries are
 the 8-byte members above it. A push does not look for the floor (that would cost a command
@@ -59,7 +67,7 @@ MAX_KEYS_PER_CALL = 512
 # 2.5 ms too.
 MAX_ENTRIES_PER_CALL = 1_024
 _ID = struct.Struct(">Q")  # a post id as a member: 8 bytes, big-endian
-_MARKER_LEN = _ID.size + 1  # a floor marker: the floor's id, then one zero byte
+_PAD = b"\x00" * 57  # a floor marker: the floor's id, then these (65 bytes in all: see above)
 
 # Byte-wise a < b. Lua's own < on strings follows the server's locale (strcoll), which need
 # not order arbitrary bytes numerically.
@@ -78,6 +86,11 @@ end
 # The marker's rank, member and score (nil for a missing key). Usually rank 0: only entries
 # pushed below the floor since the last trim sort under it.
 _FIND = """
+local NO_FLOOR = string.rep(string.char(0), 65)
+local PAD = string.rep(string.char(0), 57)
+local function no_floor(marker, score)
+  return #marker < 9 or score == '-inf'
+end
 local function find_marker(key)
   local from, count = 0, 1
   while true do
@@ -107,7 +120,7 @@ local function trim(key, n, cap)
   if at == nil or at < cut then
     local newest = redis.call('ZRANGE', key, cut, cut, 'WITHSCORES')
     redis.call('ZREMRANGEBYRANK', key, 0, cut)
-    redis.call('ZADD', key, newest[2], newest[1] .. string.char(0))
+    redis.call('ZADD', key, newest[2], newest[1] .. PAD)
   elseif at == cut then
     redis.call('ZREMRANGEBYRANK', key, 0, cut - 1)
   else
@@ -137,7 +150,7 @@ for i = 1, #KEYS do
   if added > 0 then
     local size = redis.call('ZCARD', key)
     if size == added then
-      redis.call('ZADD', key, '-inf', '')  -- a new timeline: its marker, "no floor yet"
+      redis.call('ZADD', key, '-inf', NO_FLOOR)  -- a new timeline: its marker
       size = size + 1
     end
     if size > limit then
@@ -159,11 +172,11 @@ local key = KEYS[1]
 local limit, cap = tonumber(ARGV[1]), tonumber(ARGV[2])
 local _, marker, marker_score = find_marker(key)
 if marker == nil then
-  marker = ''
-  redis.call('ZADD', key, '-inf', marker)
+  marker, marker_score = NO_FLOOR, '-inf'
+  redis.call('ZADD', key, marker_score, marker)
 end
 if ARGV[3] ~= '' then
-  local raise = marker == ''
+  local raise = no_floor(marker, marker_score)
   if not raise then
     local new, old = tonumber(ARGV[3]), tonumber(marker_score)
     raise = new > old or (new == old and lt(marker, ARGV[4]))
@@ -256,7 +269,7 @@ def _member(post_id: int) -> bytes:
 
 def _floor_marker(floor: Position) -> bytes:
     """The marker member for ``floor``: sorts right above the entry at ``floor`` itself."""
-    return _ID.pack(floor.post_id) + b"\x00"
+    return _ID.pack(floor.post_id) + _PAD
 
 
 def _entries(flat: list[bytes]) -> list[Entry]:
@@ -412,7 +425,7 @@ class RedisTimelineStore:
     async def floor(self, owner: UserId) -> Position | None:
         """Read from the marker: None while it is the "no floor yet" one."""
         marker, score, _ = await self._marker(owner)
-        if marker is None or score is None or len(marker) != _MARKER_LEN:
+        if marker is None or score is None or len(marker) <= _ID.size or score == b"-inf":
             return None
         return Position(int(float(score)), _ID.unpack_from(marker)[0])
 
