@@ -45,6 +45,7 @@ from bench.feed_report import report
 from bench.report import redis_benchmark
 from fanout.accounts.model import NewUser, UserId
 from fanout.accounts.passwords import PasswordHasher
+from fanout.cli import tune_gc
 from fanout.core.clock import SystemClock
 from fanout.core.consumer import LEASE_MS
 from fanout.core.log import Topics
@@ -379,6 +380,7 @@ def main(
     )
     rows: list[dict[str, Any]] = []
     load_before = os.getloadavg()  # other work on the machine shows in the latencies
+    tune_gc()  # the garbage collector as `fanout worker` and `fanout serve` set it
     for name in backends:
         rows += uvloop.run(run_backend(name, w, strategies))  # as `fanout worker` runs
     title = (

@@ -84,7 +84,7 @@ def serve(**flags: Any) -> None:
 GC_YOUNG = 20_000  # allocations between young collections (CPython's default is 700)
 
 
-def _tune_gc() -> None:
+def tune_gc() -> None:
     """Shorter pauses for a server holding many connections: what exists at start (modules,
     code) is frozen out of every future collection, and young collections run less often, so
     fewer short-lived objects (frames in flight) survive into the old generation, whose full
@@ -105,7 +105,7 @@ def _serve_uvicorn(settings: Settings, operations: Any, roles: Any) -> None:
         options["operations"] = operations
     if roles is not None:
         options["roles"] = roles
-    _tune_gc()
+    tune_gc()
     app = create_app(settings, **options)
     uvicorn.run(
         app,

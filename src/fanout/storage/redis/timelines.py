@@ -335,7 +335,8 @@ class RedisTimelineStore:
         pipelined in one round trip."""
         by_owner: dict[int, list[EncodableT]] = {}
         for entry, owners in pushes:
-            pair = (entry.score_ms, _member(entry.post_id))
+            # Bytes, not ints: hiredis packs a bytes argument in about half the time.
+            pair = (b"%d" % entry.score_ms, _member(entry.post_id))
             for user in owners:
                 flat = by_owner.get(user)
                 if flat is None:
@@ -361,7 +362,7 @@ class RedisTimelineStore:
                     calls.append((call_keys, args))
                     call_keys, args, entries = [], head.copy(), 0
                 call_keys.append(prefixes[owner % self._shards] + b"%d" % owner)
-                args.append(n)
+                args.append(b"%d" % n)
                 args += flat
                 entries += n
             calls.append((call_keys, args))
