@@ -36,20 +36,17 @@ __all__ = ["FanoutWorker", "NoLiveFeed"]
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1_000  # followers of a post per chunk (first lane, purges): bounds a pass's memory
 GROUP = "feed-fanout"
+CHUNK = 1_000  # followers of a post per query, at least (purges: exactly)
+MAX_CHUNK = 10_000  # ... and at most
+ROUND_WRITES = 512_000  # followers fetched, and timeline writes held, per round: ~50 MB
 # Post records read per partition at once. A read batch's posts join the pass of every other
 # partition's (:class:`Passes`).
 FIRST_LANE_READ = 256
 LOW_LANE_READ = 64
-# Posts per pass: with a chunk of followers each, at most 512 000 timeline writes in memory at
-# once (~50 MB). A pass of 512 posts of a few hundred followers writes each of 20 000
+# Posts per pass. A pass of 512 posts of a few hundred followers writes each of 20 000
 # timelines ~6 times in one ZADD.
 POSTS_PER_PASS = 512
-# Followers per chunk of a low-lane post (10 000 to 1M followers): a pass of 64 such posts
-# holds at most 640 000 timeline writes, and most posts take one round, so the followers of
-# all 64 share one push.
-LOW_LANE_CHUNK = 10_000
 # Low lane: each post has thousands of followers, and the lane runs two handlers at once
 # (``bootstrap.LOW_LANE_CONCURRENCY``): a pass per partition batch lets its two passes overlap.
 LOW_POSTS_PER_PASS = LOW_LANE_READ
@@ -141,28 +138,24 @@ class FanoutWorker:
 
     async def fan_out_many(self, created: Sequence[events.PostCreated]) -> int:
         """Push each post to every active follower; the number of timeline writes. Followers
-        come in chunks, fetched for every post at once: a round is the first chunk of every
-        post (then the next chunk of those with more, …), pushed in one :meth:`push_many`, so
-        a timeline that several of the round's posts reach is written once. Low-lane posts
-        have thousands of followers each: their chunks are larger, so most take one round."""
+        come in chunks, fetched for every post at once: a round is a chunk of every post that
+        has followers left, pushed in one :meth:`push_many`, so a timeline that several of the
+        round's posts reach is written once. A round holds at most ``ROUND_WRITES`` followers:
+        chunks are ``CHUNK`` long for a full pass, longer (up to ``MAX_CHUNK``) when fewer
+        posts share the round, so the large posts left after the first round take few."""
         found = await self._posts.get_many([PostId(e.post_id) for e in created])
         posts = [p for e in created if (p := found.get(PostId(e.post_id))) and not p.deleted]
         since = self._clock.now_ms() - self._inactive_ms
-        size = LOW_LANE_CHUNK if any(e.lane is Lane.LOW for e in created) else CHUNK
-
-        async def chunks_after(starts: list[tuple[UserId, UserId | None]]) -> list[list[UserId]]:
-            slices = [starts[i : i + TARGET_SLICE] for i in range(0, len(starts), TARGET_SLICE)]
-            got = await asyncio.gather(
-                *(self._follows.fanout_targets_many(part, size, since) for part in slices)
-            )
-            return [chunk for part in got for chunk in part]
-
         written = 0
         after: list[UserId | None] = [None] * len(posts)
         while posts:
-            chunks = await chunks_after(
-                [(post.author_id, a) for post, a in zip(posts, after, strict=True)]
-            )
+            size = min(MAX_CHUNK, max(CHUNK, ROUND_WRITES // len(posts)))
+            starts = [(post.author_id, a) for post, a in zip(posts, after, strict=True)]
+            parts = await asyncio.gather(*(
+                self._follows.fanout_targets_many(starts[i : i + TARGET_SLICE], size, since)
+                for i in range(0, len(starts), TARGET_SLICE)
+            ))  # fmt: skip
+            chunks = [chunk for part in parts for chunk in part]
             await self._timelines.push_many(
                 [(post.entry, chunk) for post, chunk in zip(posts, chunks, strict=True)]
             )
