@@ -120,8 +120,13 @@ async def test_unpushed_posts_make_their_author_a_pull_source(feed: FeedUnderTes
     await feed.posts.create(new_post(1, author=A), [])
     await feed.posts.create(new_post(2, author=B), [], unpushed=True)
     await feed.posts.create(new_post(3, author=B), [])  # later pushed posts do not undo it
-    assert await feed.posts.pull_sources([A, B, C]) == {B}
-    assert await feed.posts.pull_sources([]) == set()
+    viewer, loner = UserId(A + 100), UserId(A + 101)
+    for followee in (A, B, C):
+        await feed.follows.follow(viewer, followee, 1, [])
+    await feed.follows.follow(loner, A, 1, [])
+    assert await feed.follows.following_and_pull(viewer) == ({A, B, C}, {B})
+    assert await feed.follows.following_and_pull(loner) == ({A}, set())
+    assert await feed.follows.following_and_pull(UserId(A + 102)) == (set(), set())
 
 
 async def test_likes_and_comments_on_unknown_posts_store_nothing(feed: FeedUnderTest) -> None:

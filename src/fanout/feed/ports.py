@@ -29,10 +29,6 @@ class PostStore(Protocol):
         that fan-out will not push: its author becomes a pull source for readers, for good."""
         ...
 
-    async def pull_sources(self, authors: Sequence[UserId]) -> set[UserId]:
-        """Which of ``authors`` ever published an unpushed post (readers must pull them)."""
-        ...
-
     async def get_many(self, ids: Sequence[PostId]) -> dict[PostId, Post]:
         """Posts by id, deleted ones included (``deleted=True``); unknown ids are absent."""
         ...
@@ -103,6 +99,12 @@ class FollowStore(Protocol):
 
     async def following_ids(self, user: UserId) -> set[UserId]:
         """Everyone ``user`` follows."""
+        ...
+
+    async def following_and_pull(self, user: UserId) -> tuple[set[UserId], set[UserId]]:
+        """Everyone ``user`` follows, and which of them are pull sources (published a post
+        that fan-out did not push: :meth:`PostStore.create` with ``unpushed``), read together
+        in one query, so the second is always part of the first."""
         ...
 
     async def following_count(self, user: UserId) -> int: ...

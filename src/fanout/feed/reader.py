@@ -82,14 +82,14 @@ class FeedReader:
 
     async def read(self, viewer: UserId, cursor: str | None, limit: int, mode: str) -> FeedPage:
         # Independent round trips overlap: the read's latency is its longest chain, not a sum.
-        following, usable = await asyncio.gather(
-            self._follows.following_ids(viewer), self._timeline_usable(viewer)
+        (following, pull), usable = await asyncio.gather(
+            self._follows.following_and_pull(viewer), self._timeline_usable(viewer)
         )
         if mode == "ranked":
-            return await self._ranked(viewer, following, cursor, limit, usable)
+            return await self._ranked(viewer, following, pull, cursor, limit, usable)
         liked: set[PostId] = set()
         posts = await self.collect(
-            viewer, following, decode_position(cursor), limit, usable, liked=liked
+            viewer, following, pull, decode_position(cursor), limit, usable, liked=liked
         )
         last = posts[-1].entry.position if len(posts) == limit else None
         return FeedPage(posts, liked & {p.id for p in posts},
@@ -99,14 +99,16 @@ class FeedReader:
         self,
         viewer: UserId,
         following: set[UserId],
+        pull: set[UserId],
         before: Position | None,
         limit: int,
         use_timeline: bool,
         *,
         liked: set[PostId] | None = None,
     ) -> list[Post]:
-        """Up to ``limit`` live posts by ``following``, strictly older than ``before``; the
-        ones ``viewer`` likes are added to ``liked`` when given (fetched alongside)."""
+        """Up to ``limit`` live posts by ``following``, strictly older than ``before``, of
+        which ``pull`` are the pull sources; the ones ``viewer`` likes are added to ``liked``
+        when given (fetched alongside)."""
         if not following or limit <= 0:
             return []
         batch = limit + _EXTRA
@@ -116,9 +118,7 @@ class FeedReader:
             def page(b: Position | None, n: int) -> Awaitable[list[Entry]]:
                 return self._timelines.page(viewer, b, n)
 
-            pull, first = await asyncio.gather(
-                self._posts.pull_sources(list(following)), page(before, batch)
-            )
+            first = await page(before, batch)
             others = list(following - pull)
             s3 = self._pull(others, batch)
             s1 = Source(page, before, batch, first)
@@ -156,7 +156,13 @@ class FeedReader:
         return start
 
     async def _ranked(
-        self, viewer: UserId, following: set[UserId], cursor: str | None, limit: int, usable: bool
+        self,
+        viewer: UserId,
+        following: set[UserId],
+        pull: set[UserId],
+        cursor: str | None,
+        limit: int,
+        usable: bool,
     ) -> FeedPage:
         # One snapshot per viewer, tagged with its id as its first element: a viewer's new
         # ranked read replaces their previous one, and nobody can evict anybody else's.
@@ -174,7 +180,7 @@ class FeedReader:
             window = [loaded[i] for i in ids[offset : offset + limit] if i in loaded]
             page = [p for p in window if not p.deleted and p.author_id in following]
         else:
-            candidates = await self.collect(viewer, following, None, RANK_WINDOW, usable)
+            candidates = await self.collect(viewer, following, pull, None, RANK_WINDOW, usable)
             affinity = await self._posts.affinity(viewer, list({p.author_id for p in candidates}))
             ranked = rank(candidates, self._clock.now_ms(), affinity)
             tag, offset = self._next_id(), 0

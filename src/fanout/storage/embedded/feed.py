@@ -67,18 +67,6 @@ class SqlitePostStore:
         await self._engine.write(job)
         return Post(post.id, post.author_id, post.text, post.media_urls, post.created_ms, 0, 0)
 
-    async def pull_sources(self, authors: Sequence[UserId]) -> set[UserId]:
-        ids = list(set(authors))
-        if not ids:
-            return set()
-        rows = await self._engine.read(
-            lambda c: c.execute(
-                f"SELECT author_id FROM pull_sources WHERE author_id IN ({_marks(len(ids))})",
-                ids,
-            ).fetchall()
-        )
-        return {UserId(r[0]) for r in rows}
-
     async def get_many(self, ids: Sequence[PostId]) -> dict[PostId, Post]:
         unique = list(dict.fromkeys(ids))
         if not unique:
@@ -295,6 +283,17 @@ class SqliteFollowStore:
             ).fetchall()
         )
         return {UserId(r[0]) for r in rows}
+
+    async def following_and_pull(self, user: UserId) -> tuple[set[UserId], set[UserId]]:
+        rows = await self._engine.read(
+            lambda c: c.execute(
+                "SELECT f.followee_id, p.author_id IS NOT NULL FROM follows f"
+                " LEFT JOIN pull_sources p ON p.author_id = f.followee_id"
+                " WHERE f.follower_id = ?",
+                (user,),
+            ).fetchall()
+        )
+        return {UserId(r[0]) for r in rows}, {UserId(r[0]) for r in rows if r[1]}
 
     async def following_count(self, user: UserId) -> int:
         return await self._stat(user, "following")

@@ -97,6 +97,16 @@ class PostgresFollowStore:
         )
         return {UserId(row["followee_id"]) for row in rows}
 
+    async def following_and_pull(self, user: UserId) -> tuple[set[UserId], set[UserId]]:
+        rows = await self._engine.fetch(
+            "SELECT f.followee_id, p.author_id IS NOT NULL AS pull FROM follows AS f"
+            " LEFT JOIN pull_authors AS p ON p.author_id = f.followee_id"
+            " WHERE f.follower_id = $1",
+            user,
+        )
+        following = {UserId(row["followee_id"]) for row in rows}
+        return following, {UserId(row["followee_id"]) for row in rows if row["pull"]}
+
     async def following_count(self, user: UserId) -> int:
         count = await self._engine.fetchval(
             "SELECT following FROM user_stats WHERE user_id = $1", user

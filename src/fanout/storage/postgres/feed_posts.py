@@ -109,15 +109,6 @@ class PostgresPostStore:
         await self._engine.transaction(create_post)
         return Post(post.id, post.author_id, post.text, post.media_urls, post.created_ms, 0, 0)
 
-    async def pull_sources(self, authors: Sequence[UserId]) -> set[UserId]:
-        if not authors:
-            return set()
-        rows = await self._engine.fetch(
-            "SELECT author_id FROM pull_authors WHERE author_id = ANY($1::bigint[])",
-            list(set(authors)),
-        )
-        return {UserId(row["author_id"]) for row in rows}
-
     async def get_many(self, ids: Sequence[PostId]) -> dict[PostId, Post]:
         if not ids:
             return {}
