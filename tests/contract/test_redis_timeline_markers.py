@@ -1,5 +1,5 @@
-"""Redis timeline markers: 65 bytes, so a timeline is a skiplist from its first entry; markers
-written before (``b""`` for no floor, ``id + b"\\x00"`` for a floor) are still understood."""
+"""Redis timeline markers: short while a timeline is small (Redis keeps it compact), long (65
+bytes) past ``SKIPLIST_FROM`` members, which makes it a skiplist; both forms read the same."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from fanout.accounts.model import UserId
 from fanout.feed.model import Entry, Position, PostId
 from fanout.storage.redis import keys
 from fanout.storage.redis.connection import connect
-from fanout.storage.redis.timelines import RedisTimelineStore
+from fanout.storage.redis.timelines import SKIPLIST_FROM, RedisTimelineStore
 
 ID = struct.Struct(">Q")
 T0 = 1_767_225_600_000
@@ -21,16 +21,29 @@ def entry(n: int) -> Entry:
     return Entry(PostId(1000 + n), T0 + n)
 
 
-async def test_a_pushed_timeline_is_a_skiplist_from_its_first_entry(clean_redis_url: str) -> None:
+async def test_a_timeline_is_compact_while_small_and_a_skiplist_past_the_threshold(
+    clean_redis_url: str,
+) -> None:
     client: aioredis.Redis = await connect(clean_redis_url)
     try:
         store = RedisTimelineStore(client, cap=800)
-        await store.push(entry(1), [UserId(7)])
-        key = keys.timeline(7)
+        pushed, added = UserId(7), UserId(8)
+        key = keys.timeline(pushed)
+        await store.push(entry(0), [pushed])
+        assert await client.object("encoding", key) == b"listpack"
+        assert await client.zrange(key, 0, 0) == [b""]  # the short "no floor yet" marker
+        for n in range(1, SKIPLIST_FROM - 1):
+            await store.push(entry(n), [pushed])
+        assert await client.object("encoding", key) == b"listpack"  # SKIPLIST_FROM members
+        await store.push_many([(entry(n), [pushed]) for n in range(SKIPLIST_FROM - 1, 80)])
         assert await client.object("encoding", key) == b"skiplist"
-        assert await client.zcard(key) == 2  # the entry and the "no floor yet" marker
-        await store.add(UserId(8), [entry(1)], floor=entry(0).position)
-        assert await client.object("encoding", keys.timeline(8)) == b"skiplist"
+        assert await client.zrange(key, 0, 0) == [b"\x00" * 65]  # the same marker, long
+        assert await client.zcard(key) == 81
+        assert await store.size(pushed) == 80 and await store.floor(pushed) is None
+        assert await store.page(pushed, None, 2) == [entry(79), entry(78)]
+        await store.add(added, [entry(n) for n in range(SKIPLIST_FROM + 1)])
+        assert await client.object("encoding", keys.timeline(added)) == b"skiplist"
+        assert await store.size(added) == SKIPLIST_FROM + 1
     finally:
         await client.aclose()
 

@@ -6,17 +6,19 @@ exactly (Redis orders equal scores byte-wise, which for fixed-width big-endian i
 
 **The floor lives in the set**, as one *marker* member that is not 8 bytes long:
 
-* no floor yet: 65 zero bytes at score ``-inf`` (below everything);
-* floor at position (s, id): member ``id as 8 bytes + 57 zero bytes`` at score s, which sorts
-  right above the entry (s, id) itself and below every entry above it.
+* no floor yet: member ``b""`` at score ``-inf`` (below everything), or 65 zero bytes there;
+* floor at position (s, id): member ``id as 8 bytes`` followed by one zero byte, or by 57, at
+  score s, which sorts right above the entry (s, id) itself and below every entry above it.
 
-Markers are 65 bytes long on purpose: longer than ``zset-max-listpack-value`` (64 by default),
-so a timeline is a skiplist from its first entry. In the compact (listpack) encoding that Redis
-gives sorted sets of up to 128 short members, every ZADD scans the set twice (for the member,
-then for the place of its score, at the newest end); in a fan-out into timelines of up to 128
-entries those scans were ~45 % of Redis's CPU (perf, ``fanout bench feed``). Timelines written
-before used a 0- or 9-byte marker; both are still read (the first 8 bytes of a floor marker
-are its id; a marker at ``-inf`` or shorter than 9 bytes means no floor).
+**Encoding.** Redis keeps a sorted set of up to 128 members of up to 64 bytes in its compact
+listpack encoding, where every ZADD scans the set twice (for the member, then for the place of
+its score, at the newest end). Measured per timeline write: up to ~64 entries the compact set
+is cheaper than a skiplist and ~6x smaller; from ~64 to 128 its scans cost more than a
+skiplist's insert (in a fan-out into timelines filling from empty they were ~45 % of Redis's
+CPU, perf). So a timeline starts with a short marker and, once it holds more than
+``SKIPLIST_FROM`` members, a script swaps in the long (65-byte) form of the same marker, which
+makes Redis convert the set to a skiplist for good. Whatever its length, a marker's first 8
+bytes are the floor's id; one at ``-inf`` or shorter than 9 bytes means no floor.
 
 Scripts create the marker with the key, so every timeline holds exactly one. The entries are
 the 8-byte members above it. A push does not look for the floor (that would cost a command
@@ -67,7 +69,11 @@ MAX_KEYS_PER_CALL = 512
 # 2.5 ms too.
 MAX_ENTRIES_PER_CALL = 1_024
 _ID = struct.Struct(">Q")  # a post id as a member: 8 bytes, big-endian
-_PAD = b"\x00" * 57  # a floor marker: the floor's id, then these (65 bytes in all: see above)
+# Members past which a timeline leaves Redis's compact encoding (its marker is made long):
+# measured per timeline write, the compact encoding is cheaper up to ~64 entries and ~6x
+# smaller, a skiplist cheaper beyond (Redis's own switch is at 128).
+SKIPLIST_FROM = 64
+_PAD = b"\x00" * 57  # a long floor marker: the floor's id, then these (65 bytes in all)
 
 # Byte-wise a < b. Lua's own < on strings follows the server's locale (strcoll), which need
 # not order arbitrary bytes numerically.
@@ -85,8 +91,9 @@ end
 
 # The marker's rank, member and score (nil for a missing key). Usually rank 0: only entries
 # pushed below the floor since the last trim sort under it.
-_FIND = """
-local NO_FLOOR = string.rep(string.char(0), 65)
+_FIND = (
+    f"local SKIPLIST_FROM = {SKIPLIST_FROM}\n"
+    + """local NO_FLOOR = string.rep(string.char(0), 65)
 local PAD = string.rep(string.char(0), 57)
 local function no_floor(marker, score)
   return #marker < 9 or score == '-inf'
@@ -106,7 +113,21 @@ local function find_marker(key)
     from, count = from + count, 64
   end
 end
+-- A long marker makes the set a skiplist (see the module docstring); a short one lets Redis
+-- keep a small set compact.
+local function lengthen(key)
+  local _, marker, score = find_marker(key)
+  if marker ~= nil and #marker < 65 then
+    local long = NO_FLOOR
+    if #marker > 8 then
+      long = string.sub(marker, 1, 8) .. PAD
+    end
+    redis.call('ZADD', key, score, long)
+    redis.call('ZREM', key, marker)
+  end
+end
 """
+)
 
 # A timeline of n members keeps its newest cap. If entries above the floor go, the newest of
 # them becomes the floor (the new marker sorts right above it); if only members below the
@@ -150,8 +171,11 @@ for i = 1, #KEYS do
   if added > 0 then
     local size = redis.call('ZCARD', key)
     if size == added then
-      redis.call('ZADD', key, '-inf', NO_FLOOR)  -- a new timeline: its marker
+      redis.call('ZADD', key, '-inf', '')  -- a new timeline: its marker, short while small
       size = size + 1
+    end
+    if size > SKIPLIST_FROM and size - added <= SKIPLIST_FROM then
+      lengthen(key)
     end
     if size > limit then
       trim(key, size, cap)
@@ -172,7 +196,7 @@ local key = KEYS[1]
 local limit, cap = tonumber(ARGV[1]), tonumber(ARGV[2])
 local _, marker, marker_score = find_marker(key)
 if marker == nil then
-  marker, marker_score = NO_FLOOR, '-inf'
+  marker, marker_score = '', '-inf'
   redis.call('ZADD', key, marker_score, marker)
 end
 if ARGV[3] ~= '' then
@@ -195,6 +219,9 @@ if below > 0 then
   redis.call('ZREMRANGEBYRANK', key, 0, below - 1)
 end
 local n = redis.call('ZCARD', key)
+if n > SKIPLIST_FROM then
+  lengthen(key)
+end
 if n > limit then
   trim(key, n, cap)
 end
