@@ -132,6 +132,7 @@ class Platform:
     async def close(self, grace_s: float = SHUTDOWN_GRACE_S) -> None:
         """Stop consumers (draining to ``grace_s``), background tasks, then the stores."""
         await asyncio.gather(*(runner.stop(grace_s) for runner in self.runners))
+        await self.feed_worker.close(min(grace_s, STOP_WAIT_S))  # its passes outlive handlers
         for _, stop in self._graceful:
             stop()
         if self._graceful:  # let them finish their pass (the relay: no batch moved twice)

@@ -135,23 +135,3 @@ async def test_an_unfollow_purge_racing_a_refollow_loses_nothing(kit: FeedKit) -
     await kit.stores.timelines.remove(viewer, [PostId(p) for p in bobs])
     await kit.settle()
     assert await read_all(kit, viewer) == bobs[::-1] + older
-
-
-async def test_a_post_deleted_in_the_batch_that_creates_it_reaches_no_timeline(
-    kit: FeedKit,
-) -> None:
-    """Create and delete records of one author land in one read batch: the batch handler
-    fans the creates out before it handles the delete, never after."""
-    author, small, *fans = users(4)
-    for fan in fans:
-        await kit.service.follow(fan, author)
-        await kit.service.follow(fan, small)
-    made = await posts_by(kit, author, 3)
-    others = await posts_by(kit, small, 2)
-    await kit.service.delete_post(author, made[1])  # type: ignore[arg-type]
-    more = await posts_by(kit, author, 1)
-    await kit.settle()
-    for fan in fans:
-        entries = [e.post_id for e in await kit.stores.timelines.page(fan, None, 10)]
-        assert sorted(entries) == sorted([made[0], made[2], *others, *more])
-        assert await read_all(kit, fan) == sorted(entries, reverse=True)

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fanout.core.errors import Unavailable
 from fanout.core.passes import Passes
 
 
@@ -107,6 +108,48 @@ async def test_a_cancelled_caller_leaves_the_pass_and_the_others_intact() -> Non
     with pytest.raises(asyncio.CancelledError):
         await gone
     assert rec.passes == [[1], [2, 3]]  # its items went through: the caller treats them as unknown
+
+
+async def test_aclose_lets_a_pass_finish_within_grace_then_refuses_calls() -> None:
+    rec = Recorder()
+    rec.gate.clear()
+    passes = Passes(rec.run, most=10)
+    running = asyncio.create_task(passes.submit([1]))
+    await asyncio.sleep(0.01)
+    closing = asyncio.create_task(passes.aclose(grace_s=5))
+    await asyncio.sleep(0.01)
+    rec.gate.set()
+    await asyncio.gather(running, closing)
+    assert rec.passes == [[1]]
+    with pytest.raises(Unavailable):
+        await passes.submit([2])
+
+
+async def test_a_pass_cancelled_at_close_fails_its_callers_without_cancelling_them() -> None:
+    rec = Recorder()
+    rec.gate.clear()  # never opens: the pass outlives the grace
+    passes = Passes(rec.run, most=1, at_once=1)
+    running = asyncio.create_task(passes.submit([1]))
+    waiting = asyncio.create_task(passes.submit([2]))
+    await asyncio.sleep(0.01)
+    await passes.aclose(grace_s=0.01)
+    for call in (running, waiting):
+        with pytest.raises(Unavailable):  # an error of theirs, not a CancelledError
+            await call
+    assert not passes._drains  # nothing left that would hold a slot
+
+
+async def test_a_drain_cancelled_before_it_ran_frees_its_slot() -> None:
+    rec = Recorder()
+    passes = Passes(rec.run, most=10, at_once=1)
+    first = asyncio.create_task(passes.submit([1]))
+    await asyncio.sleep(0)  # the call is waiting; its drain task exists but has not run
+    (drain,) = passes._drains
+    drain.cancel()
+    with pytest.raises(Unavailable):
+        await first
+    await passes.submit([2])  # a new drain starts: the cancelled one holds no slot
+    assert rec.passes == [[2]]
 
 
 def test_rejects_nonsense_bounds() -> None:

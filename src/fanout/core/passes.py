@@ -14,6 +14,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
+from fanout.core.errors import Unavailable
+
 __all__ = ["Passes"]
 
 T = TypeVar("T")
@@ -34,17 +36,37 @@ class Passes(Generic[T]):
         self._at_once = at_once
         self._waiting: list[tuple[Sequence[T], asyncio.Future[None]]] = []
         self._drains: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     async def submit(self, items: Sequence[T]) -> None:
         """Return once ``items`` went through a pass. A cancelled caller leaves its items in
-        the pass: they are processed or not, and the caller must treat them as unknown."""
+        the pass: they are processed or not, and the caller must treat them as unknown.
+        ``Unavailable`` when the pass was cancelled (:meth:`aclose`) before it finished: the
+        items may or may not be done."""
         if not items:
             return
+        if self._closed:
+            raise Unavailable("no more passes: closed")
         done = asyncio.get_running_loop().create_future()
         self._waiting.append((items, done))
         if len(self._drains) < self._at_once:
-            self._drains.add(asyncio.create_task(self._drain(), name="passes"))
+            task = asyncio.create_task(self._drain(), name="passes")
+            self._drains.add(task)
+            task.add_done_callback(self._drain_done)
         await asyncio.shield(done)
+
+    async def aclose(self, grace_s: float) -> None:
+        """Take no more calls; let running passes finish for ``grace_s``, then cancel them
+        (their callers get ``Unavailable``)."""
+        self._closed = True
+        drains = list(self._drains)
+        if drains:
+            _, pending = await asyncio.wait(drains, timeout=grace_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*drains, return_exceptions=True)
+        self._fail(self._waiting, Unavailable("no more passes: closed"))
+        self._waiting = []
 
     def _take(self) -> list[tuple[Sequence[T], asyncio.Future[None]]]:
         """The next pass: waiting calls in order, up to ``most`` items (at least one call)."""
@@ -56,6 +78,20 @@ class Passes(Generic[T]):
         calls, self._waiting = self._waiting[:taken], self._waiting[taken:]
         return calls
 
+    @staticmethod
+    def _fail(calls: Sequence[tuple[Sequence[T], asyncio.Future[None]]], exc: Exception) -> None:
+        for _, done in calls:
+            if not done.done():
+                done.set_exception(exc)
+                done.exception()  # seen here: a caller that went away must not log it
+
+    def _drain_done(self, task: asyncio.Task[None]) -> None:
+        """Also runs for a drain cancelled before it started (its ``finally`` never ran)."""
+        self._drains.discard(task)
+        if not self._drains:
+            self._fail(self._waiting, Unavailable("the pass was cancelled"))
+            self._waiting = []
+
     async def _drain(self) -> None:
         me = asyncio.current_task()
         try:
@@ -65,13 +101,11 @@ class Passes(Generic[T]):
                 try:
                     await self._run(batch)
                 except asyncio.CancelledError:
-                    for _, done in calls:
-                        done.cancel()
+                    # Not the callers' cancellation: they must not take it for their own.
+                    self._fail(calls, Unavailable("the pass was cancelled"))
                     raise
                 except Exception as exc:  # handed to every caller of the pass
-                    for _, done in calls:
-                        done.set_exception(exc)
-                        done.exception()  # seen here: a caller that went away must not log it
+                    self._fail(calls, exc)
                 else:
                     for _, done in calls:
                         done.set_result(None)
@@ -80,6 +114,5 @@ class Passes(Generic[T]):
             # made after that look finds a free slot and starts a drain of its own.
             self._drains.discard(me)
             if not self._drains:  # cancelled with calls waiting and nobody left to serve them
-                for _, done in self._waiting:
-                    done.cancel()
+                self._fail(self._waiting, Unavailable("the pass was cancelled"))
                 self._waiting = []

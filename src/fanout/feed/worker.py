@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Sequence
 from fanout.accounts.model import UserId
 from fanout.core.clock import Clock
 from fanout.core.consumer import Subscription
+from fanout.core.errors import Unavailable
 from fanout.core.log import LogRecord, Topics
 from fanout.core.passes import Passes
 from fanout.feed import events
@@ -121,12 +122,25 @@ class FanoutWorker:
         await self._fan_out_run(run)
 
     async def _fan_out_run(self, run: list[events.PostCreated]) -> None:
-        """Posts of one partition, in order, through the passes of their lanes."""
+        """Posts of one partition, in order, through the passes of their lanes. A pass that
+        failed (for any of its posts) is retried with only these posts, once, before the
+        failure reaches the runner, which then handles the batch record by record."""
         start = 0
         for i in range(1, len(run) + 1):
             if i == len(run) or run[i].lane is not run[start].lane:
-                await self._passes[run[start].lane].submit(run[start:i])
+                try:
+                    await self._passes[run[start].lane].submit(run[start:i])
+                except Unavailable:
+                    raise  # shutting down: the records go back to the log
+                except Exception:
+                    log.warning("a fan-out pass failed; retrying %d posts alone", i - start)
+                    await self.fan_out_many(run[start:i])
                 start = i
+
+    async def close(self, grace_s: float) -> None:
+        """After the runners stopped: let running passes finish for ``grace_s``, then cancel
+        them (their records were not acknowledged: they are fanned out again)."""
+        await asyncio.gather(*(passes.aclose(grace_s) for passes in self._passes.values()))
 
     async def _apply(self, event: events.FeedEvent) -> None:
         if isinstance(event, events.PostDeleted):
