@@ -84,13 +84,17 @@ async def test_fanout_targets_many_answers_each_start_as_fanout_targets(
         if n % 3 == 0:
             await feed.follows.touch(user(n), 10_000)  # idle at 50 000
     starts = [(STAR, None), (other, user(3)), (nobody, None), (STAR, user(4)), (STAR, user(10))]
-    for limit, since in ((3, 50_000), (100, 50_000), (100, 0)):
-        many = await feed.follows.fanout_targets_many(starts, limit, since)
-        assert many == [
-            await feed.follows.fanout_targets(author, after, limit, since)
-            for author, after in starts
-        ]
-    assert many[1] == [user(5), user(7), user(9)] and many[2] == [] and many[4] == []
+
+    def users(*ns: int) -> list[UserId]:
+        return [user(n) for n in ns]
+
+    expected = {
+        (3, 50_000): [users(1, 2, 4), users(5, 7), [], users(5, 7, 8), []],
+        (100, 50_000): [users(1, 2, 4, 5, 7, 8, 10), users(5, 7), [], users(5, 7, 8, 10), []],
+        (100, 0): [users(*range(1, 11)), users(5, 7, 9), [], users(*range(5, 11)), []],
+    }
+    for (limit, since), answer in expected.items():
+        assert await feed.follows.fanout_targets_many(starts, limit, since) == answer
     assert await feed.follows.fanout_targets_many([], 10, 0) == []
 
 

@@ -4,6 +4,7 @@ run on one server here: that a cluster-shaped call keeps to one tag is the unit 
 
 from __future__ import annotations
 
+import pytest
 import redis.asyncio as aioredis
 
 from fanout.accounts.model import UserId
@@ -33,5 +34,30 @@ async def test_cluster_and_single_server_calls_write_the_same_timelines(
         for owner in owners:
             page = [e.post_id for e in await one.page(owner, None, 10)]
             assert page == (first if owner < 701 else last)
+    finally:
+        await client.aclose()
+
+
+async def test_push_many_split_by_keys_entries_and_round_trips_writes_every_entry(
+    clean_redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tiny limits: calls of at most 3 timelines and 5 entries, 2 calls a round trip; a
+    timeline with more entries than a call holds gets a call of its own, never split."""
+    from fanout.storage.redis import timelines
+
+    monkeypatch.setattr(timelines, "MAX_KEYS_PER_CALL", 3)
+    monkeypatch.setattr(timelines, "MAX_ENTRIES_PER_CALL", 5)
+    monkeypatch.setattr(timelines, "CALLS_PER_ROUND_TRIP", 2)
+    client: aioredis.Redis = await connect(clean_redis_url)
+    try:
+        store = RedisTimelineStore(client, cap=50)
+        owners = [UserId(o) for o in range(1, 12)]
+        # owner k gets the posts p with p % k == 0: 1 gets all 12, 11 gets one
+        posts = [Entry(PostId(p), 1_000 + p) for p in range(1, 13)]
+        await store.push_many([(e, [o for o in owners if e.post_id % o == 0]) for e in posts])
+        for owner in owners:
+            expected = [e for e in reversed(posts) if e.post_id % owner == 0]
+            assert await store.page(owner, None, 20) == expected
+            assert await store.size(owner) == len(expected)
     finally:
         await client.aclose()

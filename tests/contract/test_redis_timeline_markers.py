@@ -11,7 +11,8 @@ from fanout.accounts.model import UserId
 from fanout.feed.model import Entry, Position, PostId
 from fanout.storage.redis import keys
 from fanout.storage.redis.connection import connect
-from fanout.storage.redis.timelines import SKIPLIST_FROM, RedisTimelineStore
+from fanout.storage.redis.timeline_scripts import SKIPLIST_FROM
+from fanout.storage.redis.timelines import RedisTimelineStore
 
 ID = struct.Struct(">Q")
 T0 = 1_767_225_600_000
@@ -34,8 +35,11 @@ async def test_a_timeline_is_compact_while_small_and_a_skiplist_past_the_thresho
         assert await client.zrange(key, 0, 0) == [b""]  # the short "no floor yet" marker
         for n in range(1, SKIPLIST_FROM - 1):
             await store.push(entry(n), [pushed])
-        assert await client.object("encoding", key) == b"listpack"  # SKIPLIST_FROM members
-        await store.push_many([(entry(n), [pushed]) for n in range(SKIPLIST_FROM - 1, 80)])
+        assert await client.zcard(key) == SKIPLIST_FROM  # entries and the marker
+        assert await client.object("encoding", key) == b"listpack"
+        await store.push(entry(SKIPLIST_FROM - 1), [pushed])  # one member more: the switch
+        assert await client.object("encoding", key) == b"skiplist"
+        await store.push_many([(entry(n), [pushed]) for n in range(SKIPLIST_FROM, 80)])
         assert await client.object("encoding", key) == b"skiplist"
         assert await client.zrange(key, 0, 0) == [b"\x00" * 65]  # the same marker, long
         assert await client.zcard(key) == 81
@@ -48,7 +52,7 @@ async def test_a_timeline_is_compact_while_small_and_a_skiplist_past_the_thresho
         await client.aclose()
 
 
-async def test_markers_written_before_are_still_read(clean_redis_url: str) -> None:
+async def test_short_markers_raise_trim_and_page_like_long_ones(clean_redis_url: str) -> None:
     client: aioredis.Redis = await connect(clean_redis_url)
     try:
         store = RedisTimelineStore(client, cap=3)
@@ -68,6 +72,14 @@ async def test_markers_written_before_are_still_read(clean_redis_url: str) -> No
         assert await store.floor(old_floored) == floor.position
         assert await store.page(old_floored, None, 10) == [entry(7), entry(6)]
         assert await store.size(old_floored) == 2
+        # add() raising a floor given in the old form: the same floor (long form now), then
+        # a higher one; the stray below it goes.
+        await store.add(old_floored, [], floor=floor.position)
+        assert await store.floor(old_floored) == floor.position
+        await store.add(old_floored, [], floor=entry(6).position)
+        assert await store.floor(old_floored) == entry(6).position
+        assert await store.page(old_floored, None, 10) == [entry(7)]
+        assert await client.zcard(keys.timeline(old_floored)) == 2  # entry 7 and the marker
         for n in range(8, 13):  # past cap + slack: trims, and the floor moves up
             await store.push_many([(entry(n), [old_new, old_floored])])
         for owner in (old_new, old_floored):
@@ -77,5 +89,28 @@ async def test_markers_written_before_are_still_read(clean_redis_url: str) -> No
             assert floor_now is not None and floor_now < kept[-1].position
         await store.add(old_new, [], floor=Position(T0 + 11, 1011))  # raise past old format
         assert await store.page(old_new, None, 10) == [entry(12)]
+    finally:
+        await client.aclose()
+
+
+async def test_a_big_timeline_with_an_old_floor_marker_keeps_its_floor_when_lengthened(
+    clean_redis_url: str,
+) -> None:
+    client: aioredis.Redis = await connect(clean_redis_url)
+    try:
+        store = RedisTimelineStore(client, cap=800)
+        owner, floor = UserId(3), entry(0)
+        await client.zadd(keys.timeline(owner), {
+            ID.pack(floor.post_id) + b"\x00": floor.score_ms,  # a floor marker, 9 bytes
+            **{ID.pack(e.post_id): e.score_ms for e in map(entry, range(1, SKIPLIST_FROM))},
+        })  # fmt: skip
+        assert await client.object("encoding", keys.timeline(owner)) == b"listpack"
+        await store.push(entry(SKIPLIST_FROM), [owner])  # crosses the threshold
+        assert await client.object("encoding", keys.timeline(owner)) == b"skiplist"
+        assert await client.zrange(keys.timeline(owner), 0, 0) == [
+            ID.pack(floor.post_id) + b"\x00" * 57
+        ]
+        assert await store.floor(owner) == floor.position
+        assert await store.size(owner) == SKIPLIST_FROM
     finally:
         await client.aclose()
