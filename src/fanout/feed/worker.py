@@ -28,7 +28,7 @@ from fanout.core.errors import Unavailable
 from fanout.core.log import LogRecord, Topics
 from fanout.core.passes import Passes
 from fanout.feed import events
-from fanout.feed.model import PostId
+from fanout.feed.model import Post, PostId
 from fanout.feed.policy import FanoutPolicy, Lane
 from fanout.feed.ports import FeedStores, LiveFeed
 from fanout.feed.service import backfill
@@ -153,14 +153,17 @@ class FanoutWorker:
     async def fan_out_many(self, created: Sequence[events.PostCreated]) -> int:
         """Push each post to every active follower; the number of timeline writes. Followers
         come in chunks, fetched for every post at once: a round is a chunk of every post that
-        has followers left, pushed in one :meth:`push_many`, so a timeline that several of the
-        round's posts reach is written once. A round holds at most ``ROUND_WRITES`` followers:
-        chunks are ``CHUNK`` long for a full pass, longer (up to ``MAX_CHUNK``) when fewer
-        posts share the round, so the large posts left after the first round take few."""
+        has followers left. Rounds are pushed together, in one :meth:`push_many`, as long as
+        the next would still fit in ``ROUND_WRITES`` followers, so a timeline that several
+        posts reach is written once, the largest posts' followers included. Chunks are
+        ``CHUNK`` long for a full pass, longer (up to ``MAX_CHUNK``) when fewer posts share a
+        round."""
         found = await self._posts.get_many([PostId(e.post_id) for e in created])
         posts = [p for e in created if (p := found.get(PostId(e.post_id))) and not p.deleted]
         since = self._clock.now_ms() - self._inactive_ms
         written = 0
+        fetched: list[tuple[Post, list[UserId]]] = []
+        held = 0  # followers in ``fetched``
         after: list[UserId | None] = [None] * len(posts)
         while posts:
             size = min(MAX_CHUNK, max(CHUNK, ROUND_WRITES // len(posts)))
@@ -170,15 +173,22 @@ class FanoutWorker:
                 for i in range(0, len(starts), TARGET_SLICE)
             ))  # fmt: skip
             chunks = [chunk for part in parts for chunk in part]
-            await self._timelines.push_many(
-                [(post.entry, chunk) for post, chunk in zip(posts, chunks, strict=True)]
-            )
-            for post, chunk in zip(posts, chunks, strict=True):
-                written += len(chunk)
-                await self.live.offer(post, chunk)
+            fetched += zip(posts, chunks, strict=True)
+            held += sum(map(len, chunks))
             more = [i for i, chunk in enumerate(chunks) if len(chunk) == size]
             posts, after = [posts[i] for i in more], [chunks[i][-1] for i in more]
+            next_size = min(MAX_CHUNK, max(CHUNK, ROUND_WRITES // max(len(posts), 1)))
+            if posts and held + next_size * len(posts) <= ROUND_WRITES:
+                continue
+            written += await self._push(fetched)
+            fetched, held = [], 0
         return written
+
+    async def _push(self, fetched: list[tuple[Post, list[UserId]]]) -> int:
+        await self._timelines.push_many([(post.entry, chunk) for post, chunk in fetched])
+        for post, chunk in fetched:
+            await self.live.offer(post, chunk)
+        return sum(len(chunk) for _, chunk in fetched)
 
     async def _targets(self, author: UserId, since: int) -> AsyncIterator[list[UserId]]:
         """The author's followers active since ``since``, in chunks; a short chunk is the last

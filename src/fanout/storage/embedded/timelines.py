@@ -22,6 +22,9 @@ __all__ = ["MemorySnapshotStore", "SqliteTimelineStore"]
 _TOP = Position(2**63 - 1, 2**63 - 1)
 # Timelines one write job may touch on the event loop; a fan-out to more runs off it (~50 µs each).
 OFFLOAD_FROM = 64
+# Timelines per write job of a push: a job is one transaction holding the writer (~50 µs a
+# timeline, so ~0.25 s), and other writes queue behind it.
+TIMELINES_PER_JOB = 5_000
 _INSERT = (
     "INSERT OR IGNORE INTO timelines (owner_id, score_ms, post_id)"
     " SELECT ?1, ?2, ?3 WHERE NOT EXISTS (SELECT 1 FROM timeline_meta"
@@ -84,12 +87,15 @@ class SqliteTimelineStore:
             for owner in owners:
                 by_owner.setdefault(owner, []).append(entry)
 
-        def job(tx: WriteTx) -> None:
-            for owner, entries in by_owner.items():
-                self._add_rows(tx, owner, entries)
+        written = list(by_owner)
+        for start in range(0, len(written), TIMELINES_PER_JOB):
+            part = written[start : start + TIMELINES_PER_JOB]
 
-        if by_owner:
-            await self._engine.write(job, offload=len(by_owner) > OFFLOAD_FROM)
+            def job(tx: WriteTx, part: Sequence[int] = part) -> None:
+                for owner in part:
+                    self._add_rows(tx, owner, by_owner[owner])
+
+            await self._engine.write(job, offload=len(part) > OFFLOAD_FROM)
 
     async def add(
         self, owner: UserId, entries: Sequence[Entry], floor: Position | None = None
