@@ -54,6 +54,34 @@ async def test_overtaken_and_missing_events_arrive_in_order_without_gaps(make_cl
     await bob.close()
 
 
+async def test_an_event_arriving_past_a_gap_while_the_store_is_read_waits_for_that_gap(
+    make_client: Any, monkeypatch: Any
+) -> None:
+    client = await make_client()
+    (_a, ta), (b, tb) = [await register(client, n) for n in ("ann", "bob")]
+    channel = (
+        await client.post("/v1/channels", json={"kind": "dm", "member_ids": [b]}, headers=auth(ta))
+    ).json()["id"]
+    bob = await (await WsClient.open(app_of(client), tb)).ready()
+    hub = platform_of(client).hub
+    events = await committed_quietly(client, channel, ta, 5)
+    messages = platform_of(client).chat.stores.messages
+    read = messages.events
+
+    async def racing(channel_id: ChannelId, after_seq: int, limit: int) -> Any:
+        found = await read(channel_id, after_seq, limit)  # seqs 1-2: what was held at the start
+        if after_seq == 0:
+            await hub.event(events[4])  # seq 5 arrives meanwhile; 3 and 4 never do
+        return found
+
+    monkeypatch.setattr(messages, "events", racing)
+    await hub.event(events[1])  # seq 2 overtakes seq 1: held, repaired from the store
+    got = [f["seq"] for f in await bob.quiet(1.0) if f["type"] == "event"]
+    assert got == [1, 2, 3, 4, 5]
+    assert ChannelId(int(channel)) not in hub._held
+    await bob.close()
+
+
 async def test_a_held_event_behind_the_last_members_leave_leaves_no_stale_state(
     make_client: Any,
 ) -> None:

@@ -306,17 +306,39 @@ class Hub:
             )
         except Exception:  # the store is down: deliver what arrived rather than hold forever
             log.exception("could not fill a gap in channel %s", channel_id)
-            found = []
+            self._release(channel_id, held, across_gaps=True)
+            return
         if self._held.get(channel_id) is not held:  # its last member left meanwhile
             return
         for event in found:
             if event.seq >= self._next.get(channel_id, 0) and event.seq not in held:
                 frame = Outgoing(frames.event_bytes(event).decode())
                 held[event.seq] = (event.kind, event.user_id or 0, frame)
+        self._release(channel_id, held, across_gaps=False)
+
+    def _release(
+        self,
+        channel_id: ChannelId,
+        held: dict[int, tuple[str, int, Outgoing]],
+        *,
+        across_gaps: bool,
+    ) -> None:
+        """Deliver a repaired channel's held events in order: up to the first seq still missing
+        (an event that arrived while the store was read may lie past a gap that read did not
+        cover: it waits for another repair), or ``across_gaps``, all of them."""
+        if self._held.get(channel_id) is not held:  # its last member left meanwhile
+            return
         for seq in sorted(held):
-            if seq >= self._next.get(channel_id, 0):
-                self._deliver(channel_id, seq, *held[seq])
-        self._held.pop(channel_id, None)
+            expected = self._next.get(channel_id)
+            if expected is None or (seq > expected and not across_gaps):
+                break
+            entry = held.pop(seq)
+            if seq >= expected:
+                self._deliver(channel_id, seq, *entry)
+        if held and self._held.get(channel_id) is held:
+            self._spawn(self._repair(channel_id))
+        elif self._held.get(channel_id) is held:
+            del self._held[channel_id]
 
     # -- outbound: what this process publishes -------------------------------------------------
 
