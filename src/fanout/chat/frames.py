@@ -38,6 +38,9 @@ __all__ = [
     "encode",
     "event_frame",
     "message_out",
+    "seq_slots",
+    "sequenced",
+    "sequenced_event",
 ]
 
 MAX_ID = 2**63 - 1  # ids are signed 64-bit in every store
@@ -199,6 +202,20 @@ def event_bytes(e: Event) -> bytes:
     return _encoder.encode(event_frame(e))
 
 
+def sequenced_event(
+    channel_id: ChannelId,
+    seq: int,
+    kind: EventKind,
+    at_ms: int,
+    message: Message | None,
+    user_id: UserId | None,
+) -> Event:
+    """The event a store has just given ``seq`` (a new message takes it as its own)."""
+    if message is not None and kind == "message":
+        message = replace(message, seq=seq)
+    return Event(channel_id, seq, kind, at_ms, message, user_id)
+
+
 def sequenced(
     channel_id: ChannelId,
     seq: int,
@@ -207,12 +224,32 @@ def sequenced(
     message: Message | None,
     user_id: UserId | None,
 ) -> tuple[Event, bytes]:
-    """The event a store has just given ``seq`` (a new message takes it as its own), and its
-    frame's bytes."""
-    if message is not None and kind == "message":
-        message = replace(message, seq=seq)
-    event = Event(channel_id, seq, kind, at_ms, message, user_id)
+    """:func:`sequenced_event` and its frame's bytes."""
+    event = sequenced_event(channel_id, seq, kind, at_ms, message, user_id)
     return event, event_bytes(event)
+
+
+_SEQ_SLOT = 2**62 + 1  # above any seq a frame carries (Seq caps at 2**62): marks where it goes
+_SEQ_KEY = b'"seq":'
+
+
+def seq_slots(
+    channel_id: ChannelId,
+    kind: EventKind,
+    at_ms: int,
+    message: Message | None,
+    user_id: UserId | None,
+) -> list[bytes]:
+    """The frame :func:`sequenced` would encode, before its seq is known, cut where the seq's
+    digits go: joined with ``str(seq).encode()`` the pieces are that frame's bytes (for a
+    store that takes the seq and stores the frame in one server-side statement).
+
+    The cut is exact: ``"seq":`` followed by a number occurs in the JSON only as a key (a quote
+    inside a string value is escaped, ``\"``), and the marked number no real seq reaches.
+    """
+    _, body = sequenced(channel_id, _SEQ_SLOT, kind, at_ms, message, user_id)
+    pieces = body.split(_SEQ_KEY + str(_SEQ_SLOT).encode())
+    return [piece + _SEQ_KEY for piece in pieces[:-1]] + pieces[-1:]
 
 
 def decode_event(raw: bytes) -> EventFrame:

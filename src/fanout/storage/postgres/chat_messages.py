@@ -1,10 +1,12 @@
 """PostgreSQL adapters of chat's MessageStore and UploadStore; see :mod:`.chat`.
 
-* **Idempotent send.** A send takes its seq (locking the channel row), then inserts the message
-  with ``ON CONFLICT (channel_id, sender_id, client_msg_id) DO NOTHING``. A repeat — an earlier
-  one, or a concurrent one that held the channel lock first and committed — inserts nothing; the
-  transaction is then rolled back, returning its seq and dropping its event, and the stored
-  message is read instead. One message, one event, whatever the timing.
+* **Idempotent send, in one round trip.** ``chat_send`` (migration ``0006_chat_send.sql``)
+  runs the whole send in the server: it locks the channel row, checks membership and looks for
+  a stored message with the same (channel, sender, client_msg_id) under that lock — a repeat,
+  earlier or concurrent and committed first, is found and nothing is written — then takes the
+  seq and stores the event, its outbox record, the message and the sender's read position. The
+  event's JSON is sent cut where its seq goes (:func:`fanout.chat.frames.seq_slots`), since the
+  seq is known only inside. One message, one event, whatever the timing.
 * **Search.** ``chat_messages.search`` is a ``tsvector`` (GIN index, ``'simple'`` configuration)
   of the message's words as :func:`_folded` writes them — letters and digits, lower-cased and
   without diacritics in Python — so matching is case- and accent-insensitive as on SQLite's FTS5
@@ -26,10 +28,11 @@ from fanout.chat import frames
 from fanout.chat.model import ChannelId, Event, Message, MessageId, NewMessage, Upload, UploadId
 from fanout.chat.search import terms
 from fanout.core.errors import Conflict, Forbidden, Gone, NotFound
+from fanout.core.log import Topics
 from fanout.storage.chat_columns import MESSAGE_COLUMNS as _MESSAGE
 from fanout.storage.postgres.chat import Events, message_of
 from fanout.storage.postgres.engine import PgConnection, PostgresEngine
-from fanout.storage.postgres.outbox import PostgresOutbox
+from fanout.storage.postgres.outbox import OUTBOX_CHANNEL, PostgresOutbox
 
 __all__ = ["PostgresMessageStore", "PostgresUploadStore"]
 
@@ -38,22 +41,10 @@ _NEWEST_SEQ = 2**62  # ``before_seq=None``: above any seq (frames cap a seq at 2
 # FTS5 nor PostgreSQL's parser takes as part of a word ("foo_bar" is "foo" and "bar").
 _WORD = re.compile(r"[^\W_]+")
 
-# The message, its attachments and the sender's read position in one round trip; the last two
-# only when the message was inserted. Returns whether it was.
-_INSERT_MESSAGE = (
-    "WITH m AS ("
-    " INSERT INTO chat_messages (id, channel_id, seq, sender_id, client_msg_id, text,"
-    " attachments, created_ms, search)"
-    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, to_tsvector('simple', $9))"
-    " ON CONFLICT (channel_id, sender_id, client_msg_id) DO NOTHING RETURNING id"
-    "), a AS ("
-    " INSERT INTO chat_attachments (upload_id, message_id, channel_id)"
-    " SELECT DISTINCT u, m.id, $2::bigint FROM m, unnest($7::bigint[]) AS u"
-    " ON CONFLICT DO NOTHING"
-    "), r AS ("
-    " UPDATE channel_members SET last_read_seq = $3, read_msg_no = $10"
-    " WHERE channel_id = $2 AND user_id = $4 AND last_read_seq < $3 AND EXISTS (SELECT 1 FROM m)"
-    ") SELECT EXISTS (SELECT 1 FROM m)"
+# The whole send, server-side (migration 0006_chat_send.sql): one round trip, not seven.
+_SEND = (
+    "SELECT outcome, new_seq, new_msg_no"
+    " FROM chat_send($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
 )
 
 
@@ -62,23 +53,6 @@ def _folded(text: str) -> str:
     decomposed = unicodedata.normalize("NFKD", text.lower())
     bare = "".join(c for c in decomposed if not unicodedata.combining(c))
     return " ".join(_WORD.findall(bare))
-
-
-class _Repeat(Exception):
-    """Raised inside a send's transaction to roll it back: the message was stored before."""
-
-
-async def _check_member(conn: PgConnection, channel_id: ChannelId, user: UserId) -> None:
-    """``Forbidden`` unless ``user`` is a member, ``NotFound`` if the channel does not exist:
-    checked in the writing transaction once it holds the channel row's lock (membership changes
-    take that lock too), so a member removed meanwhile cannot slip through."""
-    if await conn.fetchval(
-        "SELECT true FROM channel_members WHERE channel_id = $1 AND user_id = $2", channel_id, user
-    ):
-        return
-    if await conn.fetchval("SELECT true FROM channels WHERE id = $1", channel_id):
-        raise Forbidden("you are not a member of this channel")
-    raise NotFound("channel", channel_id)
 
 
 class PostgresMessageStore:
@@ -97,30 +71,26 @@ class PostgresMessageStore:
         m = message
         draft = Message(m.id, m.channel_id, 0, m.sender_id, m.client_msg_id, m.text,
                         m.attachments, m.created_ms)  # fmt: skip
-
-        async def send_message(conn: PgConnection) -> tuple[Message, Event]:
-            event, msg_no = await self._events.append(conn, m.channel_id, "message",
-                                                      m.created_ms, message=draft)  # fmt: skip
-            # After the channel row is locked: a removal that committed before sees this read
-            # (read committed, next statement), one still running waits for this commit.
-            await _check_member(conn, m.channel_id, m.sender_id)
-            assert event.message is not None
-            try:
-                inserted = await conn.fetchval(
-                    _INSERT_MESSAGE, m.id, m.channel_id, event.seq, m.sender_id,
-                    m.client_msg_id, m.text, list(m.attachments), m.created_ms,
-                    _folded(m.text), msg_no,
-                )  # fmt: skip
-            except asyncpg.UniqueViolationError as exc:
-                raise Conflict(f"message id {m.id} is taken") from exc
-            if not inserted:
-                raise _Repeat
-            return event.message, event
-
+        slots = frames.seq_slots(m.channel_id, "message", m.created_ms, draft, None)
         try:
-            return await self._engine.transaction(send_message)
-        except _Repeat:
-            pass
+            row = await self._engine.fetchrow(
+                _SEND, m.id, m.channel_id, m.sender_id, m.client_msg_id, m.text,
+                list(m.attachments), m.created_ms, _folded(m.text), slots,
+                Topics.CHAT_EVENTS, OUTBOX_CHANNEL,
+            )  # fmt: skip
+        except asyncpg.UniqueViolationError as exc:
+            raise Conflict(f"message id {m.id} is taken") from exc
+        assert row is not None
+        outcome = row["outcome"]
+        if outcome == "sent":
+            event = frames.sequenced_event(m.channel_id, row["new_seq"], "message",
+                                           m.created_ms, draft, None)  # fmt: skip
+            assert event.message is not None
+            return event.message, event
+        if outcome == "no_channel":
+            raise NotFound("channel", m.channel_id)
+        if outcome == "not_member":
+            raise Forbidden("you are not a member of this channel")
         row = await self._engine.fetchrow(
             f"SELECT {_MESSAGE} FROM chat_messages"
             " WHERE channel_id = $1 AND sender_id = $2 AND client_msg_id = $3",
