@@ -235,3 +235,31 @@ async def test_the_relay_survives_a_redis_outage_and_keeps_the_rows(env: Env) ->
     assert time.monotonic() - stopped < STOP_GRACE_S + WAKE_S  # a stuck pass is cut short
     assert await OutboxRelay(env.engine, env.log).run_once() == 3
     assert await read_all(env.log, ["t.a"]) == {("t.a", f"k{n}"): [b"kept"] for n in range(3)}
+
+
+async def test_a_quiet_append_wakes_nobody_and_is_relayed_by_the_next_poll(env: Env) -> None:
+    poll_s = 1.0
+    relay = OutboxRelay(env.engine, env.log, poll_s=poll_s)
+    stop = asyncio.Event()
+    running = asyncio.create_task(relay.run_forever(stop))
+    try:
+        deadline = time.monotonic() + DEADLINE_S
+        while not await listening(env.engine):
+            assert time.monotonic() < deadline, "the relay never listened"
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)  # the relay's first pass (empty) is over: it idles now
+
+        async def write(conn: PgConnection) -> None:
+            await env.outbox.append(conn, [Publish("t.q", "k", b"quiet")], wake=False)
+
+        await env.engine.transaction(write)
+        appended = time.monotonic()
+        await asyncio.sleep(0.2)
+        assert await read_all(env.log, ["t.q"]) == {}  # not woken: waits for the poll
+        while not (seen := await read_all(env.log, ["t.q"])):
+            assert time.monotonic() - appended < poll_s + WAKE_S, "the poll did not relay it"
+            await asyncio.sleep(0.02)
+        assert seen == {("t.q", "k"): [b"quiet"]}
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, DEADLINE_S)

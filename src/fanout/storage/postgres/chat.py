@@ -136,7 +136,11 @@ class Events:
             msg_no,
             body,
         )
-        await self._outbox.append(conn, [Publish(Topics.CHAT_EVENTS, str(channel_id), body)])
+        # No NOTIFY (wake=False): live delivery does not go through the log, and its one
+        # reader, the offline notifier, can wait for the relay's next poll.
+        await self._outbox.append(
+            conn, [Publish(Topics.CHAT_EVENTS, str(channel_id), body)], wake=False
+        )
         return event, msg_no
 
 

@@ -32,7 +32,7 @@ from fanout.core.log import Topics
 from fanout.storage.chat_columns import MESSAGE_COLUMNS as _MESSAGE
 from fanout.storage.postgres.chat import Events, message_of
 from fanout.storage.postgres.engine import PgConnection, PostgresEngine
-from fanout.storage.postgres.outbox import OUTBOX_CHANNEL, PostgresOutbox
+from fanout.storage.postgres.outbox import PostgresOutbox
 
 __all__ = ["PostgresMessageStore", "PostgresUploadStore"]
 
@@ -43,8 +43,7 @@ _WORD = re.compile(r"[^\W_]+")
 
 # The whole send, server-side (migration 0006_chat_send.sql): one round trip, not seven.
 _SEND = (
-    "SELECT outcome, new_seq, new_msg_no"
-    " FROM chat_send($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+    "SELECT outcome, new_seq, new_msg_no FROM chat_send($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
 )
 
 
@@ -76,7 +75,7 @@ class PostgresMessageStore:
             row = await self._engine.fetchrow(
                 _SEND, m.id, m.channel_id, m.sender_id, m.client_msg_id, m.text,
                 list(m.attachments), m.created_ms, _folded(m.text), slots,
-                Topics.CHAT_EVENTS, OUTBOX_CHANNEL,
+                Topics.CHAT_EVENTS,
             )  # fmt: skip
         except asyncpg.UniqueViolationError as exc:
             raise Conflict(f"message id {m.id} is taken") from exc

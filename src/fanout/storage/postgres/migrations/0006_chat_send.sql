@@ -21,7 +21,6 @@ CREATE FUNCTION chat_send(
     p_words text,
     p_body_parts bytea[],
     p_topic text,
-    p_notify text,
     OUT outcome text,
     OUT new_seq bigint,
     OUT new_msg_no bigint
@@ -61,8 +60,8 @@ BEGIN
     END LOOP;
     INSERT INTO chat_events (channel_id, seq, msg_no, body)
         VALUES (p_channel, new_seq, new_msg_no, v_body);
+    -- No NOTIFY: chat events are relayed by the relay's next poll (fanout.storage.postgres.outbox).
     INSERT INTO log_outbox (topic, key, payload) VALUES (p_topic, p_channel::text, v_body);
-    PERFORM pg_notify(p_notify, '');
     INSERT INTO chat_messages (id, channel_id, seq, sender_id, client_msg_id, text, attachments,
             created_ms, search)
         VALUES (p_id, p_channel, new_seq, p_sender, p_client_msg_id, p_text,
