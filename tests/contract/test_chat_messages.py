@@ -344,3 +344,50 @@ async def test_only_members_send_and_a_refused_send_stores_nothing(chat: ChatUnd
     await chat.channels.remove_member(channel.id, B, 1)
     with pytest.raises(Forbidden):  # removed: refused even for a retry of an old id
         await chat.messages.send(chat.draft(channel.id, B, "still here?", cmid="b"))
+
+
+async def test_sends_made_together_each_get_their_own_outcome(chat: ChatUnderTest) -> None:
+    """Concurrent sends (which PostgreSQL makes in batches) over several channels: attachments,
+    refusals, repeats and a taken id affect only their own send."""
+    first, second = await chat.group(A, B), await chat.group(A, C)
+    taken = await chat.send(first.id, A, "taken")
+    ups = [Upload(UploadId(chat.next_id()), A, 1, "image/png", f"{n}.png", chat.now_ms())
+           for n in range(3)]  # fmt: skip
+    for upload in ups:
+        await chat.uploads.create(upload)
+    drafts = []
+    for n in range(40):
+        channel = first if n % 2 else second
+        attachments = tuple(u.id for u in ups[: n % 4])
+        drafts.append(chat.draft(channel.id, A, f"m{n}", attachments=attachments))
+    drafts[7] = replace(drafts[7], id=taken.id)  # a taken id: Conflict, for this one alone
+    drafts[12] = chat.draft(second.id, B, "not a member")  # Forbidden
+    drafts[13] = chat.draft(4242, A, "nowhere")  # NotFound
+    drafts[20] = chat.draft(first.id, A, "again", cmid="dup")
+    drafts[21] = chat.draft(first.id, A, "again", cmid="dup")  # a repeat of 20 (or 20 of it)
+    results = await asyncio.gather(*(chat.messages.send(d) for d in drafts),
+                                   return_exceptions=True)  # fmt: skip
+    assert isinstance(results[7], Conflict)
+    assert isinstance(results[12], Forbidden)
+    assert isinstance(results[13], NotFound)
+    dup = [results[20], results[21]]
+    assert all(isinstance(r, tuple) for r in dup)
+    assert sorted(r[1] is None for r in dup if isinstance(r, tuple)) == [False, True]
+    sent: dict[int, Message] = {}
+    for n, result in enumerate(results):
+        if n in (7, 12, 13, 21) or not isinstance(result, tuple):
+            continue
+        message, event = result
+        assert event is not None and event.message == message
+        assert message.attachments == drafts[n].attachments
+        sent[n] = message
+    for channel in (first, second):
+        events = await all_events(chat, channel.id)
+        assert [e.seq for e in events] == list(range(1, len(events) + 1))
+        assert await chat.logged(channel.id) == [body(e) for e in events]
+        stored = {e.message.id: e.message for e in events if e.message is not None}
+        mine = {m.id: m for m in sent.values() if m.channel_id == channel.id}
+        assert {i: stored[i] for i in mine} == mine
+        for m in mine.values():
+            assert await chat.messages.get(m.id) == m
+    assert len(sent) == 36

@@ -1,7 +1,8 @@
 """PostgreSQL adapters of chat's MessageStore and UploadStore; see :mod:`.chat`.
 
-* **Idempotent send, in one round trip.** ``chat_send`` (migration ``0006_chat_send.sql``)
-  runs the whole send in the server: it locks the channel row, checks membership and looks for
+* **Idempotent send, in one round trip** (joined with the sends made meanwhile:
+  :mod:`.chat_sends`). ``chat_send`` (migration ``0006_chat_send.sql``) runs the whole send
+  in the server: it locks the channel row, checks membership and looks for
   a stored message with the same (channel, sender, client_msg_id) under that lock — a repeat,
   earlier or concurrent and committed first, is found and nothing is written — then takes the
   seq and stores the event, its outbox record, the message and the sender's read position. The
@@ -28,9 +29,9 @@ from fanout.chat import frames
 from fanout.chat.model import ChannelId, Event, Message, MessageId, NewMessage, Upload, UploadId
 from fanout.chat.search import terms
 from fanout.core.errors import Conflict, Forbidden, Gone, NotFound
-from fanout.core.log import Topics
 from fanout.storage.chat_columns import MESSAGE_COLUMNS as _MESSAGE
 from fanout.storage.postgres.chat import Events, message_of
+from fanout.storage.postgres.chat_sends import Send, Sends
 from fanout.storage.postgres.engine import PgConnection, PostgresEngine
 from fanout.storage.postgres.outbox import PostgresOutbox
 
@@ -40,11 +41,6 @@ _NEWEST_SEQ = 2**62  # ``before_seq=None``: above any seq (frames cap a seq at 2
 # Letters and digits: what fanout.chat.search calls a word, less the underscore, which neither
 # FTS5 nor PostgreSQL's parser takes as part of a word ("foo_bar" is "foo" and "bar").
 _WORD = re.compile(r"[^\W_]+")
-
-# The whole send, server-side (migration 0006_chat_send.sql): one round trip, not seven.
-_SEND = (
-    "SELECT outcome, new_seq, new_msg_no FROM chat_send($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-)
 
 
 def _folded(text: str) -> str:
@@ -65,25 +61,19 @@ class PostgresMessageStore:
     def __init__(self, engine: PostgresEngine, outbox: PostgresOutbox) -> None:
         self._engine = engine
         self._events = Events(outbox)
+        self._sends = Sends(engine)
 
     async def send(self, message: NewMessage) -> tuple[Message, Event | None]:
         m = message
         draft = Message(m.id, m.channel_id, 0, m.sender_id, m.client_msg_id, m.text,
                         m.attachments, m.created_ms)  # fmt: skip
         slots = frames.seq_slots(m.channel_id, "message", m.created_ms, draft, None)
-        try:
-            row = await self._engine.fetchrow(
-                _SEND, m.id, m.channel_id, m.sender_id, m.client_msg_id, m.text,
-                list(m.attachments), m.created_ms, _folded(m.text), slots,
-                Topics.CHAT_EVENTS,
-            )  # fmt: skip
-        except asyncpg.UniqueViolationError as exc:
-            raise Conflict(f"message id {m.id} is taken") from exc
-        assert row is not None
-        outcome = row["outcome"]
+        send = Send(m, _folded(m.text), slots)
+        await self._sends.make(send)
+        outcome = send.outcome
         if outcome == "sent":
-            event = frames.sequenced_event(m.channel_id, row["new_seq"], "message",
-                                           m.created_ms, draft, None)  # fmt: skip
+            event = frames.sequenced_event(m.channel_id, send.seq, "message", m.created_ms,
+                                           draft, None)  # fmt: skip
             assert event.message is not None
             return event.message, event
         if outcome == "no_channel":

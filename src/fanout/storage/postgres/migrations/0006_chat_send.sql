@@ -76,3 +76,44 @@ BEGIN
     outcome := 'sent';
 END
 $$;
+
+-- Several sends in one round trip and one transaction (the adapter joins the sends that arrive
+-- while one is in flight). Item k is argument k of each array; its attachments are
+-- p_attachments[p_attachments_from[k] : p_attachments_from[k] + p_attachment_counts[k] - 1]
+-- and its body parts p_body_parts[(k - 1) * p_parts_each + 1 : k * p_parts_each]. Items run
+-- in channel order (then in the order given): every writer of several channels locks them
+-- in one order, so two batches never wait for each other in a cycle. One row per item, n = k.
+-- Any error undoes the whole batch (the adapter then sends its items one by one).
+
+CREATE FUNCTION chat_send_many(
+    p_ids bigint[],
+    p_channels bigint[],
+    p_senders bigint[],
+    p_client_msg_ids text[],
+    p_texts text[],
+    p_attachments bigint[],
+    p_attachments_from integer[],
+    p_attachment_counts integer[],
+    p_created_ms bigint[],
+    p_words text[],
+    p_body_parts bytea[],
+    p_parts_each integer,
+    p_topic text
+) RETURNS TABLE (n integer, outcome text, new_seq bigint, new_msg_no bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    k integer;
+    v_from integer;
+BEGIN
+    FOR k IN SELECT i FROM generate_subscripts(p_ids, 1) AS i ORDER BY p_channels[i], i LOOP
+        v_from := p_attachments_from[k];
+        n := k;
+        SELECT s.outcome, s.new_seq, s.new_msg_no INTO outcome, new_seq, new_msg_no
+            FROM chat_send(p_ids[k], p_channels[k], p_senders[k], p_client_msg_ids[k],
+                p_texts[k], p_attachments[v_from : v_from + p_attachment_counts[k] - 1],
+                p_created_ms[k], p_words[k],
+                p_body_parts[(k - 1) * p_parts_each + 1 : k * p_parts_each], p_topic) AS s;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
