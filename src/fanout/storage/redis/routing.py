@@ -1,9 +1,10 @@
 """The scaled router: chat routing topics over Redis pub/sub (the embedded one is in-process).
 
 Each gateway process subscribes, on one dedicated connection, to the topics of its connections:
-their channels, users and watched presences. A publish is one PUBLISH (a pipeline for many),
-and Redis hands it to exactly the processes that hold an interested connection — none for a
-channel whose members are all offline. Pub/sub does not keep messages: a process that was
+their channels, users and watched presences. A publish is one PUBLISH (a pipeline for many,
+and for the publishes made while one is in flight, in the order made), and Redis hands it to
+exactly the processes that hold an interested connection — none for a channel whose members
+are all offline. Pub/sub does not keep messages: a process that was
 disconnected misses what was published meanwhile, which its clients recover by ``resume``
 (at-least-once by replay, as DESIGN.md §5.2 says); the hub fills gaps it notices from the store.
 """
@@ -19,6 +20,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from fanout.core.errors import Unavailable
+from fanout.core.passes import Passes
 from fanout.storage.redis import keys
 
 __all__ = ["RedisRouter"]
@@ -27,6 +29,8 @@ log = logging.getLogger(__name__)
 
 RETRY_S = 0.5
 CONFIRM_TIMEOUT_S = 5.0
+PUBLISHES_PER_PASS = 256  # publishes in one pipeline at most (a blast's frames are ~0.3 KB)
+CLOSE_GRACE_S = 1.0  # a publish in flight at close gets this long (a healthy one takes µs)
 _PREFIX = keys.chat_route("")
 
 
@@ -64,22 +68,29 @@ class RedisRouter:
         # One (un)subscribe at a time: redis-py's PubSub connects lazily, and two first calls
         # racing would each open a connection, one of which nobody reads.
         self._lock = asyncio.Lock()
+        # Publishes made while one is in flight go together in the next pipeline: one round
+        # trip (and one wake-up of Redis) for many. One pass at a time keeps them in order.
+        self._publishes: Passes[tuple[str, bytes]] = Passes(
+            self._publish_pass, most=PUBLISHES_PER_PASS, at_once=1
+        )
 
     async def start(self, handler: Callable[[str, bytes], None]) -> None:
         self._handler = handler
         self._listener = asyncio.create_task(self._listen(), name="chat-router")
 
     async def publish(self, topic: str, payload: bytes) -> None:
-        try:
-            await self._client.publish(self._prefix + topic, payload)
-        except RedisError as exc:
-            raise Unavailable(f"Redis refused a chat publish: {exc}") from exc
+        await self._publishes.submit([(topic, payload)])
 
     async def publish_many(self, items: Sequence[tuple[str, bytes]]) -> None:
-        if len(items) == 1:
-            await self.publish(*items[0])
-            return
+        await self._publishes.submit(items)
+
+    async def _publish_pass(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """Publish in order: one PUBLISH, or a pipeline for many."""
         try:
+            if len(items) == 1:
+                topic, payload = items[0]
+                await self._client.publish(self._prefix + topic, payload)
+                return
             async with self._client.pipeline(transaction=False) as pipe:
                 for topic, payload in items:
                     pipe.publish(self._prefix + topic, payload)
@@ -121,6 +132,7 @@ class RedisRouter:
                     await self._pubsub.unsubscribe(*(self._prefix + t for t in topics))
 
     async def close(self) -> None:
+        await self._publishes.aclose(CLOSE_GRACE_S)
         if self._listener is not None:
             self._listener.cancel()
             await asyncio.gather(self._listener, return_exceptions=True)
