@@ -15,6 +15,14 @@ def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+async def ann_and_bobs_dm(client: Any) -> tuple[str, str, str, str]:
+    """A DM between two new users: its id, ann's token, bob's id and bob's token."""
+    (_a, ta), (b, tb) = [await register(client, n) for n in ("ann", "bob")]
+    made = await client.post("/v1/channels", json={"kind": "dm", "member_ids": [b]},
+                             headers=auth(ta))  # fmt: skip
+    return made.json()["id"], ta, b, tb
+
+
 async def committed_quietly(client: Any, channel: str, token: str, n: int) -> list[Any]:
     """Commit ``n`` messages without publishing them; their events, in seq order."""
     platform = platform_of(client)
@@ -35,10 +43,7 @@ async def committed_quietly(client: Any, channel: str, token: str, n: int) -> li
 
 async def test_overtaken_and_missing_events_arrive_in_order_without_gaps(make_client: Any) -> None:
     client = await make_client()
-    (_a, ta), (b, tb) = [await register(client, n) for n in ("ann", "bob")]
-    channel = (
-        await client.post("/v1/channels", json={"kind": "dm", "member_ids": [b]}, headers=auth(ta))
-    ).json()["id"]
+    channel, ta, b, tb = await ann_and_bobs_dm(client)
     bob = await (await WsClient.open(app_of(client), tb)).ready()
     hub = platform_of(client).hub
     events = await committed_quietly(client, channel, ta, 4)
@@ -58,10 +63,7 @@ async def test_an_event_arriving_past_a_gap_while_the_store_is_read_waits_for_th
     make_client: Any, monkeypatch: Any
 ) -> None:
     client = await make_client()
-    (_a, ta), (b, tb) = [await register(client, n) for n in ("ann", "bob")]
-    channel = (
-        await client.post("/v1/channels", json={"kind": "dm", "member_ids": [b]}, headers=auth(ta))
-    ).json()["id"]
+    channel, ta, _b, tb = await ann_and_bobs_dm(client)
     bob = await (await WsClient.open(app_of(client), tb)).ready()
     hub = platform_of(client).hub
     events = await committed_quietly(client, channel, ta, 5)
@@ -113,10 +115,7 @@ async def test_events_committed_while_a_gateway_subscribes_arrive_without_a_late
     make_client: Any, monkeypatch: Any
 ) -> None:
     client = await make_client()
-    (_a, ta), (b, tb) = [await register(client, n) for n in ("ann", "bob")]
-    channel = (
-        await client.post("/v1/channels", json={"kind": "dm", "member_ids": [b]}, headers=auth(ta))
-    ).json()["id"]
+    channel, ta, _b, tb = await ann_and_bobs_dm(client)
     hub = platform_of(client).hub
     subscribe = hub._router.subscribe
 
