@@ -92,3 +92,27 @@ async def test_shared_cache_round_trips_and_forgets(links: LinksUnderTest) -> No
     await links.cache.put("short", made, 0.2)
     await asyncio.sleep(0.4)
     assert await links.cache.get("short") is None
+
+
+async def test_concurrent_gets_each_get_their_own_link(links: LinksUnderTest) -> None:
+    """Gets made together (PostgreSQL joins them into one query) answer each for its code."""
+    made = [link(f"many{n}", url=f"https://example.com/{n}") for n in range(30)]
+    for one in made:
+        await links.links.create(one)
+    codes = [f"many{n}" for n in range(30)] + ["MANY1", "none", "many1"]
+    found = await asyncio.gather(*(links.links.get(code) for code in codes))
+    assert found == [*made, None, None, made[1]]
+
+
+async def test_concurrent_cache_calls_each_keep_their_own_entry(links: LinksUnderTest) -> None:
+    """Puts and gets made together (joined into pipelines) act as if made one by one."""
+    if links.cache is None:
+        pytest.skip("the embedded backend has no shared cache")
+    made = [link(f"c{n}", url=f"https://example.com/{n}") for n in range(30)]
+    await asyncio.gather(*(links.cache.put(m.code, m, 60) for m in made),
+                         links.cache.put("gone", None, 60))  # fmt: skip
+    fill = link("c0", url="https://example.com/fill")
+    await asyncio.gather(*(links.cache.put(m.code, fill, 60, replace=False) for m in made[:5]))
+    codes = ["gone", "nope", *(m.code for m in made)]
+    got = await asyncio.gather(*(links.cache.get(code) for code in codes))
+    assert got == [False, None, *made]  # a fill (replace=False) overwrote nothing

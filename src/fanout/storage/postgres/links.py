@@ -16,11 +16,13 @@ SQLite's single writer made something safe for free, PostgreSQL gets it from a r
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import asyncpg
 
 from fanout.accounts.model import UserId
 from fanout.core.errors import Conflict
+from fanout.core.passes import Passes
 from fanout.links.aggregate import DAY_MS, GRAINS, Deltas, build_stats, deltas, past, visits
 from fanout.links.model import Click, Link, LinkStats
 from fanout.storage.postgres.engine import PgConnection, PostgresEngine
@@ -33,6 +35,7 @@ _BIGINT_MAX = 2**63 - 1
 _NEWEST = (_BIGINT_MAX, "")
 _COUNTER = "links"  # the row of ``counters`` that code blocks are leased from
 
+GETS_PER_QUERY = 256  # codes looked up in one query at most
 _COLUMNS = "code, owner_id, url, redirect, created_ms, expires_ms, max_visits, deleted"
 
 
@@ -49,6 +52,12 @@ def _link(row: asyncpg.Record) -> Link:
     )
 
 
+@dataclass(slots=True)
+class _Get:
+    code: str
+    link: Link | None = None
+
+
 class PostgresLinkStore:
     """Links and the code counter; contract in :class:`fanout.links.ports.LinkStore`.
 
@@ -59,6 +68,7 @@ class PostgresLinkStore:
 
     def __init__(self, engine: PostgresEngine) -> None:
         self._engine = engine
+        self._gets: Passes[_Get] = Passes(self._get_pass, most=GETS_PER_QUERY, at_once=2)
 
     async def lease_block(self, size: int) -> int:
         end = await self._engine.fetchval(
@@ -86,8 +96,25 @@ class PostgresLinkStore:
             raise Conflict(f"the code {link.code!r} is taken") from exc
 
     async def get(self, code: str) -> Link | None:
-        row = await self._engine.fetchrow(f"SELECT {_COLUMNS} FROM links WHERE code = $1", code)
-        return None if row is None else _link(row)
+        get = _Get(code)
+        await self._gets.submit([get])
+        return get.link
+
+    async def _get_pass(self, gets: Sequence[_Get]) -> None:
+        """The gets made while one was in flight, in one query (redirects missing the caches
+        under load ask for many codes at once; a round trip costs more than the rows)."""
+        if len(gets) == 1:
+            row = await self._engine.fetchrow(
+                f"SELECT {_COLUMNS} FROM links WHERE code = $1", gets[0].code
+            )
+            gets[0].link = None if row is None else _link(row)
+            return
+        rows = await self._engine.fetch(
+            f"SELECT {_COLUMNS} FROM links WHERE code = ANY($1::text[])", [g.code for g in gets]
+        )
+        found = {row["code"]: _link(row) for row in rows}
+        for get in gets:
+            get.link = found.get(get.code)
 
     async def find_for_reuse(self, owner: UserId, url: str) -> Link | None:
         # md5(url) is what links_live_by_url indexes; url = $2 rules out md5 collisions.

@@ -2,17 +2,21 @@
 
 One string per code (:func:`keys.link_cache`) with a PX lifetime: a link's fields packed as a
 MessagePack array, or an empty string for "no such code" (a tombstone). Every call is one
-command under :func:`guard`.
+command under :func:`guard`; the gets (and the puts) made while one is in flight go together in
+one pipeline — a cold cache under load misses on many codes at once, and a round trip costs the
+loop more than the command.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import msgspec
 import redis.asyncio as aioredis
 
 from fanout.accounts.model import UserId
+from fanout.core.passes import Passes
 from fanout.links.model import Link
 from fanout.storage.redis import keys
 from fanout.storage.redis.connection import guard
@@ -21,6 +25,7 @@ from fanout.storage.redis.routing import RedisRouter
 __all__ = ["RedisDeleteFeed", "RedisLinkCache"]
 
 MIN_TTL_MS = 1  # PX must be positive; a shorter positive lifetime still caches for 1 ms
+CALLS_PER_PIPELINE = 256  # gets (or puts) joined in one round trip at most
 _TOMBSTONE = b""  # "no such code": no packed link is empty
 
 # code, owner_id, url, redirect, created_ms, expires_ms, max_visits, deleted
@@ -46,6 +51,20 @@ def _unpack(value: bytes) -> Link | None:
     return Link(code, UserId(owner), url, redirect, created_ms, expires_ms, max_visits, deleted)
 
 
+@dataclass(slots=True)
+class _Get:
+    key: str
+    value: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Put:
+    key: str
+    value: bytes
+    ttl_ms: int
+    only_new: bool  # SET NX: a fill, which must not overwrite what a delete wrote
+
+
 class RedisLinkCache:
     """Positive and negative link entries shared by every process.
 
@@ -56,10 +75,13 @@ class RedisLinkCache:
 
     def __init__(self, client: aioredis.Redis) -> None:
         self._client = client
+        self._gets: Passes[_Get] = Passes(self._get_pass, most=CALLS_PER_PIPELINE, at_once=2)
+        self._puts: Passes[_Put] = Passes(self._put_pass, most=CALLS_PER_PIPELINE, at_once=1)
 
     async def get(self, code: str) -> Link | bool | None:
-        async with guard("link cache get"):
-            value = await self._client.get(keys.link_cache(code))
+        get = _Get(keys.link_cache(code))
+        await self._gets.submit([get])
+        value = get.value
         if value is None:
             return None
         assert isinstance(value, bytes)  # decode_responses=False
@@ -67,17 +89,37 @@ class RedisLinkCache:
             return False
         return _unpack(value)
 
+    async def _get_pass(self, gets: Sequence[_Get]) -> None:
+        async with guard("link cache get"):
+            if len(gets) == 1:
+                gets[0].value = await self._client.get(gets[0].key)
+                return
+            pipe = self._client.pipeline(transaction=False)
+            for get in gets:  # a pipeline, not MGET: the keys may live on several cluster nodes
+                pipe.get(get.key)
+            for get, value in zip(gets, await pipe.execute(), strict=True):
+                get.value = value
+
     async def put(
         self, code: str, link: Link | None, ttl_s: float, *, replace: bool = True
     ) -> None:
-        key = keys.link_cache(code)
         if ttl_s <= 0:
             await self.forget(code)
             return
         value = _TOMBSTONE if link is None else _pack(link)
         ttl_ms = max(MIN_TTL_MS, round(ttl_s * 1000))
+        await self._puts.submit([_Put(keys.link_cache(code), value, ttl_ms, not replace)])
+
+    async def _put_pass(self, puts: Sequence[_Put]) -> None:
         async with guard("link cache put"):
-            await self._client.set(key, value, px=ttl_ms, nx=not replace)
+            if len(puts) == 1:
+                p = puts[0]
+                await self._client.set(p.key, p.value, px=p.ttl_ms, nx=p.only_new)
+                return
+            pipe = self._client.pipeline(transaction=False)
+            for p in puts:
+                pipe.set(p.key, p.value, px=p.ttl_ms, nx=p.only_new)
+            await pipe.execute()
 
     async def forget(self, code: str) -> None:
         async with guard("link cache forget"):
