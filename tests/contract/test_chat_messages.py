@@ -348,9 +348,8 @@ async def test_only_members_send_and_a_refused_send_stores_nothing(chat: ChatUnd
 
 async def test_sends_made_together_each_get_their_own_outcome(chat: ChatUnderTest) -> None:
     """Concurrent sends (which PostgreSQL makes in batches) over several channels: attachments,
-    refusals, repeats and a taken id affect only their own send."""
+    refusals and repeats affect only their own send."""
     first, second = await chat.group(A, B), await chat.group(A, C)
-    taken = await chat.send(first.id, A, "taken")
     ups = [Upload(UploadId(chat.next_id()), A, 1, "image/png", f"{n}.png", chat.now_ms())
            for n in range(3)]  # fmt: skip
     for upload in ups:
@@ -360,34 +359,54 @@ async def test_sends_made_together_each_get_their_own_outcome(chat: ChatUnderTes
         channel = first if n % 2 else second
         attachments = tuple(u.id for u in ups[: n % 4])
         drafts.append(chat.draft(channel.id, A, f"m{n}", attachments=attachments))
-    drafts[7] = replace(drafts[7], id=taken.id)  # a taken id: Conflict, for this one alone
     drafts[12] = chat.draft(second.id, B, "not a member")  # Forbidden
     drafts[13] = chat.draft(4242, A, "nowhere")  # NotFound
     drafts[20] = chat.draft(first.id, A, "again", cmid="dup")
-    drafts[21] = chat.draft(first.id, A, "again", cmid="dup")  # a repeat of 20 (or 20 of it)
+    drafts[21] = chat.draft(first.id, A, "again", cmid="dup")  # the same send, repeated
     results = await asyncio.gather(*(chat.messages.send(d) for d in drafts),
                                    return_exceptions=True)  # fmt: skip
-    assert isinstance(results[7], Conflict)
     assert isinstance(results[12], Forbidden)
     assert isinstance(results[13], NotFound)
     dup = [results[20], results[21]]
     assert all(isinstance(r, tuple) for r in dup)
     assert sorted(r[1] is None for r in dup if isinstance(r, tuple)) == [False, True]
+    assert len({r[0] for r in dup if isinstance(r, tuple)}) == 1  # one stored message
     sent: dict[int, Message] = {}
     for n, result in enumerate(results):
-        if n in (7, 12, 13) or not isinstance(result, tuple) or (n in (20, 21) and not result[1]):
+        if n in (12, 13) or not isinstance(result, tuple) or (n in (20, 21) and not result[1]):
             continue
         message, event = result
         assert event is not None and event.message == message
         assert message.attachments == drafts[n].attachments
         sent[n] = message
-    for channel in (first, second):
-        events = await all_events(chat, channel.id)
+    assert len(sent) == 37
+    await same_as_stored(chat, [first.id, second.id], list(sent.values()))
+
+
+async def test_a_taken_id_among_sends_made_together_fails_only_its_send(
+    chat: ChatUnderTest,
+) -> None:
+    channel = await chat.group(A, B)
+    taken = await chat.send(channel.id, A, "taken")
+    drafts = [chat.draft(channel.id, A, f"m{n}") for n in range(10)]
+    drafts[4] = replace(drafts[4], id=taken.id)
+    results = await asyncio.gather(*(chat.messages.send(d) for d in drafts),
+                                   return_exceptions=True)  # fmt: skip
+    assert isinstance(results[4], Conflict)
+    sent = [r[0] for n, r in enumerate(results) if n != 4 and isinstance(r, tuple)]
+    assert len(sent) == 9
+    await same_as_stored(chat, [channel.id], [taken, *sent])
+
+
+async def same_as_stored(chat: ChatUnderTest, channels: list[int], sent: list[Message]) -> None:
+    """Each channel's events are gap-free and logged, and hold exactly the ``sent`` messages
+    of that channel, as stored."""
+    for channel_id in channels:
+        events = await all_events(chat, channel_id)
         assert [e.seq for e in events] == list(range(1, len(events) + 1))
-        assert await chat.logged(channel.id) == [body(e) for e in events]
+        assert await chat.logged(channel_id) == [body(e) for e in events]
         stored = {e.message.id: e.message for e in events if e.message is not None}
-        mine = {m.id: m for m in sent.values() if m.channel_id == channel.id}
-        assert {i: stored[i] for i in mine} == mine
+        mine = {m.id: m for m in sent if m.channel_id == channel_id}
+        assert stored == mine
         for m in mine.values():
             assert await chat.messages.get(m.id) == m
-    assert len(sent) == 36

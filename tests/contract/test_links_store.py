@@ -8,7 +8,7 @@ import itertools
 import pytest
 
 from fanout.accounts.model import UserId
-from fanout.core.errors import Conflict
+from fanout.core.errors import Conflict, Invalid
 from fanout.links.model import Link
 from tests.contract.conftest import LinksUnderTest
 
@@ -116,3 +116,24 @@ async def test_concurrent_cache_calls_each_keep_their_own_entry(links: LinksUnde
     codes = ["gone", "nope", *(m.code for m in made)]
     got = await asyncio.gather(*(links.cache.get(code) for code in codes))
     assert got == [False, None, *made]  # a fill (replace=False) overwrote nothing
+
+
+async def test_a_forget_lands_after_the_fills_made_before_it(links: LinksUnderTest) -> None:
+    """A create's forget must not be overtaken by a "no such code" fill decided before it."""
+    if links.cache is None:
+        pytest.skip("the embedded backend has no shared cache")
+    for n in range(5):
+        code = f"new{n}"
+        await asyncio.gather(links.cache.put(code, None, 60, replace=False),
+                             links.cache.forget(code))  # fmt: skip
+        assert await links.cache.get(code) is None
+
+
+async def test_a_code_the_store_refuses_fails_no_other_get(links: LinksUnderTest) -> None:
+    made = [link(f"ok{n}") for n in range(5)]
+    for one in made:
+        await links.links.create(one)
+    codes = ["ok0", "ok1", "bad\x00code", "ok2", "ok3", "ok4"]
+    found = await asyncio.gather(*(links.links.get(c) for c in codes), return_exceptions=True)
+    assert found[2] is None or isinstance(found[2], Invalid)  # PostgreSQL refuses a NUL
+    assert [f for n, f in enumerate(found) if n != 2] == made

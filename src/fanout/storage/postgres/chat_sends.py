@@ -13,6 +13,7 @@ an outage), each of its sends is made again alone, so one bad send fails only it
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,6 +26,8 @@ from fanout.core.passes import Passes
 from fanout.storage.postgres.engine import PostgresEngine
 
 __all__ = ["Send", "Sends"]
+
+log = logging.getLogger(__name__)
 
 SENDS_PER_PASS = 64  # sends joined in one transaction at most: its locks stay short
 PASSES_AT_ONCE = 2  # one batch in flight while the next one gathers and goes
@@ -40,13 +43,14 @@ _SEND_MANY = (
 class Send:
     """One send: the message, its words as indexed, its event's JSON cut where the seq goes
     (:func:`fanout.chat.frames.seq_slots`), and once made, its outcome (``sent``, ``repeat``,
-    ``not_member``, ``no_channel``) and the seq it took."""
+    ``not_member``, ``no_channel``) and the seq it took, or the error it failed with."""
 
     message: NewMessage
     words: str
     slots: list[bytes]
     outcome: str = ""
     seq: int = 0
+    error: Exception | None = None  # what making it alone raised (a taken id: Conflict)
 
 
 class Sends:
@@ -58,12 +62,9 @@ class Sends:
     async def make(self, send: Send) -> None:
         """Make ``send``, filling in its outcome. ``Conflict`` if its message id is taken,
         ``Unavailable`` when PostgreSQL cannot be reached (the send may or may not be made)."""
-        try:
-            await self._passes.submit([send])
-        except Unavailable:
-            raise
-        except Exception:  # the batch was undone: made again alone, this send fails only itself
-            await self._alone(send)
+        await self._passes.submit([send])
+        if send.error is not None:
+            raise send.error
 
     async def _alone(self, send: Send) -> None:
         m = send.message
@@ -78,9 +79,23 @@ class Sends:
         send.outcome, send.seq = row["outcome"], row["new_seq"] or 0
 
     async def _many(self, sends: Sequence[Send]) -> None:
-        if len(sends) == 1:
-            await self._alone(sends[0])
-            return
+        if len(sends) > 1:
+            try:
+                await self._together(sends)
+                return
+            except Unavailable:
+                raise
+            except Exception:  # the batch was undone: each send is made alone, below
+                log.debug("a batch of %d sends failed; making them one by one", len(sends))
+        for send in sends:
+            try:
+                await self._alone(send)
+            except Unavailable:
+                raise
+            except Exception as exc:  # this send's own failure, for its caller alone
+                send.error = exc
+
+    async def _together(self, sends: Sequence[Send]) -> None:
         attachments: list[int] = []
         starts: list[int] = []
         for send in sends:

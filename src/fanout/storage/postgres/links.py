@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from fanout.accounts.model import UserId
-from fanout.core.errors import Conflict
+from fanout.core.errors import Conflict, Unavailable
 from fanout.core.passes import Passes
 from fanout.links.aggregate import DAY_MS, GRAINS, Deltas, build_stats, deltas, past, visits
 from fanout.links.model import Click, Link, LinkStats
@@ -56,6 +56,7 @@ def _link(row: asyncpg.Record) -> Link:
 class _Get:
     code: str
     link: Link | None = None
+    error: Exception | None = None
 
 
 class PostgresLinkStore:
@@ -98,23 +99,40 @@ class PostgresLinkStore:
     async def get(self, code: str) -> Link | None:
         get = _Get(code)
         await self._gets.submit([get])
+        if get.error is not None:
+            raise get.error
         return get.link
 
     async def _get_pass(self, gets: Sequence[_Get]) -> None:
         """The gets made while one was in flight, in one query (redirects missing the caches
-        under load ask for many codes at once; a round trip costs more than the rows)."""
-        if len(gets) == 1:
-            row = await self._engine.fetchrow(
-                f"SELECT {_COLUMNS} FROM links WHERE code = $1", gets[0].code
-            )
-            gets[0].link = None if row is None else _link(row)
-            return
-        rows = await self._engine.fetch(
-            f"SELECT {_COLUMNS} FROM links WHERE code = ANY($1::text[])", [g.code for g in gets]
-        )
-        found = {row["code"]: _link(row) for row in rows}
+        under load ask for many codes at once; a round trip costs more than the rows). If that
+        query fails (a code PostgreSQL refuses), each get is made alone: it fails only itself."""
+        if len(gets) > 1:
+            try:
+                rows = await self._engine.fetch(
+                    f"SELECT {_COLUMNS} FROM links WHERE code = ANY($1::text[])",
+                    [g.code for g in gets],
+                )
+            except Unavailable:
+                raise
+            except Exception:  # made one by one below, each failing alone
+                pass
+            else:
+                found = {row["code"]: _link(row) for row in rows}
+                for get in gets:
+                    get.link = found.get(get.code)
+                return
         for get in gets:
-            get.link = found.get(get.code)
+            try:
+                row = await self._engine.fetchrow(
+                    f"SELECT {_COLUMNS} FROM links WHERE code = $1", get.code
+                )
+            except Unavailable:
+                raise
+            except Exception as exc:  # this get's own failure, for its caller alone
+                get.error = exc
+            else:
+                get.link = None if row is None else _link(row)
 
     async def find_for_reuse(self, owner: UserId, url: str) -> Link | None:
         # md5(url) is what links_live_by_url indexes; url = $2 rules out md5 collisions.

@@ -60,7 +60,7 @@ class _Get:
 @dataclass(frozen=True, slots=True)
 class _Put:
     key: str
-    value: bytes
+    value: bytes | None  # None: remove the entry (forget)
     ttl_ms: int
     only_new: bool  # SET NX: a fill, which must not overwrite what a delete wrote
 
@@ -114,16 +114,23 @@ class RedisLinkCache:
         async with guard("link cache put"):
             if len(puts) == 1:
                 p = puts[0]
-                await self._client.set(p.key, p.value, px=p.ttl_ms, nx=p.only_new)
+                if p.value is None:
+                    await self._client.delete(p.key)
+                else:
+                    await self._client.set(p.key, p.value, px=p.ttl_ms, nx=p.only_new)
                 return
             pipe = self._client.pipeline(transaction=False)
             for p in puts:
-                pipe.set(p.key, p.value, px=p.ttl_ms, nx=p.only_new)
+                if p.value is None:
+                    pipe.delete(p.key)
+                else:
+                    pipe.set(p.key, p.value, px=p.ttl_ms, nx=p.only_new)
             await pipe.execute()
 
     async def forget(self, code: str) -> None:
-        async with guard("link cache forget"):
-            await self._client.delete(keys.link_cache(code))
+        # In the puts' queue, after the fills queued before it: a fill of "no such code"
+        # decided before a create must not land after the create's forget.
+        await self._puts.submit([_Put(keys.link_cache(code), None, 0, False)])
 
 
 class RedisDeleteFeed:

@@ -6,9 +6,9 @@
 -- The event's body depends on the seq it takes, so the adapter sends it cut where the seq goes
 -- (body_parts: the body is part 1, the seq's digits, part 2, the digits again, ... last part).
 --
--- Outcome: 'sent' (new_seq, new_msg_no: the new event's), 'repeat' (a message with this
--- (channel, sender, client_msg_id) exists; nothing written), 'not_member', 'no_channel'
--- (nothing written). A taken message id raises unique_violation on chat_messages_pkey.
+-- Outcome: 'sent' (new_seq, new_msg_no: the new event's), or with both NULL and nothing
+-- written: 'repeat' (a message with this (channel, sender, client_msg_id) exists),
+-- 'not_member', 'no_channel'. A taken message id raises unique_violation on chat_messages_pkey.
 
 CREATE FUNCTION chat_send(
     p_id bigint,
@@ -42,12 +42,16 @@ BEGIN
     PERFORM FROM channel_members m WHERE m.channel_id = p_channel AND m.user_id = p_sender;
     IF NOT FOUND THEN
         outcome := 'not_member';
+        new_seq := NULL;
+        new_msg_no := NULL;
         RETURN;
     END IF;
     PERFORM FROM chat_messages m WHERE m.channel_id = p_channel AND m.sender_id = p_sender
         AND m.client_msg_id = p_client_msg_id;
     IF FOUND THEN
         outcome := 'repeat';
+        new_seq := NULL;
+        new_msg_no := NULL;
         RETURN;
     END IF;
 
