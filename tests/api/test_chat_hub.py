@@ -80,7 +80,7 @@ async def test_an_event_arriving_past_a_gap_while_the_store_is_read_waits_for_th
     await hub.event(events[1])  # seq 2 overtakes seq 1: held, repaired from the store
     got = [f["seq"] for f in await bob.quiet(1.0) if f["type"] == "event"]
     assert got == [1, 2, 3, 4, 5]
-    assert ChannelId(int(channel)) not in hub._held
+    assert ChannelId(int(channel)) not in hub.order.held
     await bob.close()
 
 
@@ -106,8 +106,8 @@ async def test_a_held_event_behind_the_last_members_leave_leaves_no_stale_state(
     got = [(f["seq"], f["kind"]) for f in await bob.quiet(0.4) if f["type"] == "event"]
     assert got == [(1, "leave")]
     real_hub = platform_of(client).hub
-    assert ChannelId(int(channel)) not in real_hub._held
-    assert ChannelId(int(channel)) not in real_hub._next
+    assert ChannelId(int(channel)) not in real_hub.order.held
+    assert ChannelId(int(channel)) not in real_hub.order.next
     await bob.close()
 
 
@@ -134,5 +134,5 @@ async def test_events_committed_while_a_gateway_subscribes_arrive_without_a_late
     await bob.send({"type": "ping"})  # not ready(): it would drop an event that beat the pong
     got = [f["seq"] for f in await bob.quiet(1.5) if f["type"] == "event"]
     assert got == [1]  # nothing came after it to reveal the gap: the hub looked by itself
-    assert hub._next[ChannelId(int(channel))] == 2
+    assert hub.order.next[ChannelId(int(channel))] == 2
     await bob.close()

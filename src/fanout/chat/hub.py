@@ -3,9 +3,7 @@
 Every process holding WebSockets runs one. A committed event is published once to its channel's
 topic and reaches every process holding a member, which shares one encoded frame among its local
 connections; frames for one user go to the user's topic, presence to the user's presence topic.
-Per channel the hub keeps the next seq it expects: an event that overtook another (two senders on
-two processes) is held until the missing one arrives or, after ``GAP_WAIT_S``, is read from the
-store — connections see each channel in seq order, without gaps.
+Connections see each channel in seq order, without gaps: :mod:`fanout.chat.ordering`.
 """
 
 from __future__ import annotations
@@ -19,6 +17,7 @@ from fanout.accounts.model import UserId
 from fanout.chat import frames
 from fanout.chat.connection import Connection, Outgoing
 from fanout.chat.model import Channel, ChannelId, Event
+from fanout.chat.ordering import ChannelOrder, about
 from fanout.chat.ports import Router
 from fanout.chat.presence import Announcer
 from fanout.chat.routing import TopicRefs, channel_payload, parse_channel_payload
@@ -27,11 +26,10 @@ from fanout.core.clock import Clock
 from fanout.core.errors import Invalid
 from fanout.core.times import iso
 
-__all__ = ["GAP_WAIT_S", "Hub"]
+__all__ = ["Hub"]
 
 log = logging.getLogger(__name__)
 
-GAP_WAIT_S = 0.2  # how long an out-of-order event waits for the one it overtook
 TYPING_EVERY_MS = 3_000  # one typing frame per user and channel per this
 HOLD_FIRST_FRAME_S = 1.0  # events wait this long at most for a new connection's resume
 WATCH_MAX = 2_000  # presences one connection may watch (its small peers included)
@@ -66,8 +64,7 @@ class Hub:
         self._loading: dict[UserId, asyncio.Future[None]] = {}  # first connections indexing
         self._watchers: dict[UserId, set[Connection]] = {}
         self._topics = TopicRefs(router)
-        self._next: dict[ChannelId, int] = {}
-        self._held: dict[ChannelId, dict[int, tuple[str, int, Outgoing]]] = {}
+        self.order = ChannelOrder(self._deliver, self._events, self._spawn, replay_cap)
         self._typing: dict[tuple[UserId, ChannelId], int] = {}
         self._presence = Announcer(service.stores.presence, router, clock, node, self._ttl_ms,
                                    lambda user: user in self._users)  # fmt: skip
@@ -102,6 +99,11 @@ class Hub:
     def connections(self) -> int:
         return sum(len(c) for c in self._users.values())
 
+    async def _events(
+        self, channel_id: ChannelId, after_seq: int, limit: int
+    ) -> tuple[list[Event], bool]:
+        return await self.service.stores.messages.events(channel_id, after_seq, limit)
+
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
@@ -120,8 +122,7 @@ class Hub:
         mine.add(channel_id)
         if channel_id not in self._members:  # the first here: start afresh
             self._members[channel_id] = set()
-            self._next[channel_id] = next_seq
-            self._held.pop(channel_id, None)
+            self.order.start(channel_id, next_seq)
         self._members[channel_id].add(user)
         return [f"c{channel_id}"]
 
@@ -135,8 +136,7 @@ class Hub:
             members.discard(user)
             if not members:  # nobody here follows it now: forget its order state too
                 del self._members[channel_id]
-                self._next.pop(channel_id, None)
-                self._held.pop(channel_id, None)
+                self.order.forget(channel_id)
         return [f"c{channel_id}"]
 
     # -- connections ---------------------------------------------------------------------------
@@ -173,8 +173,8 @@ class Hub:
         await self._topics.ref(topics)
         if topics:  # what was committed between that read and subscribing reached nobody here
             for channel_id, last_seq in (await channels.channel_ids(user)).items():
-                if last_seq >= self._next.get(channel_id, last_seq + 1):
-                    self._spawn(self._catch_up(channel_id))
+                if last_seq >= self.order.next.get(channel_id, last_seq + 1):
+                    self._spawn(self.order.catch_up(channel_id))
 
     def _stop_holding(self, conn: Connection) -> None:
         if conn.holding is not None and not conn.closed and not conn.resuming:
@@ -246,30 +246,16 @@ class Hub:
                 conn.offer(text)
 
     def _sequenced(
-        self, channel_id: ChannelId, seq: int, kind: str, about: int, text: Outgoing
+        self, channel_id: ChannelId, seq: int, kind: str, who: int, text: Outgoing
     ) -> None:
-        if channel_id not in self._members and not (kind == "join" and about in self._users):
+        if channel_id not in self._members and not (kind == "join" and who in self._users):
             return  # nobody here follows the channel (a publish racing its last member's exit)
-        expected = self._next.get(channel_id)
-        if expected is None or seq == expected:
-            self._deliver(channel_id, seq, kind, about, text)
-            held = self._held.get(channel_id)
-            # A delivered leave may end this hub's interest (and its order state) on the way.
-            while held and self._next.get(channel_id) in held:
-                nxt = self._next[channel_id]
-                self._deliver(channel_id, nxt, *held.pop(nxt))
-            if held is not None and not held:
-                self._held.pop(channel_id, None)
-        elif seq > expected:
-            held = self._held.setdefault(channel_id, {})
-            if not held:
-                self._spawn(self._repair(channel_id))
-            held[seq] = (kind, about, text)
+        self.order.arrived(channel_id, seq, kind, who, text)
 
     def _deliver(
         self, channel_id: ChannelId, seq: int, kind: str, about: int, text: Outgoing
     ) -> None:
-        self._next[channel_id] = seq + 1
+        """Hand one event to every local connection of the channel (called in seq order)."""
         if kind == "join" and about in self._users:
             self._index(UserId(about), channel_id, seq)
         users, sent = self._users, 0
@@ -283,69 +269,12 @@ class Hub:
             if topics:
                 self._spawn(self._topics.unref(topics))
 
-    async def _catch_up(self, channel_id: ChannelId) -> None:
-        """Deliver, in order, what the store holds past what this process delivered."""
-        if (expected := self._next.get(channel_id)) is not None:
-            found, _ = await self.service.stores.messages.events(
-                channel_id, expected - 1, self.replay_cap
-            )
-            for e in found:
-                text = Outgoing(frames.event_bytes(e).decode())
-                self._sequenced(channel_id, e.seq, e.kind, _about(e), text)
-
-    async def _repair(self, channel_id: ChannelId) -> None:
-        """Fill a gap from the store once the missing events had ``GAP_WAIT_S`` to arrive."""
-        await asyncio.sleep(GAP_WAIT_S)
-        held = self._held.get(channel_id)
-        expected = self._next.get(channel_id)
-        if not held or expected is None:
-            return
-        try:
-            found, _ = await self.service.stores.messages.events(
-                channel_id, expected - 1, min(max(held) - expected + 1, self.replay_cap)
-            )
-        except Exception:  # the store is down: deliver what arrived rather than hold forever
-            log.exception("could not fill a gap in channel %s", channel_id)
-            self._release(channel_id, held, across_gaps=True)
-            return
-        if self._held.get(channel_id) is not held:  # its last member left meanwhile
-            return
-        for event in found:
-            if event.seq >= self._next.get(channel_id, 0) and event.seq not in held:
-                frame = Outgoing(frames.event_bytes(event).decode())
-                held[event.seq] = (event.kind, event.user_id or 0, frame)
-        self._release(channel_id, held, across_gaps=False)
-
-    def _release(
-        self,
-        channel_id: ChannelId,
-        held: dict[int, tuple[str, int, Outgoing]],
-        *,
-        across_gaps: bool,
-    ) -> None:
-        """Deliver a repaired channel's held events in order: up to the first seq still missing
-        (an event that arrived while the store was read may lie past a gap that read did not
-        cover: it waits for another repair), or ``across_gaps``, all of them."""
-        if self._held.get(channel_id) is not held:  # its last member left meanwhile
-            return
-        for seq in sorted(held):
-            expected = self._next.get(channel_id)
-            if expected is None or (seq > expected and not across_gaps):
-                break
-            entry = held.pop(seq)
-            if seq >= expected:
-                self._deliver(channel_id, seq, *entry)
-        if held and self._held.get(channel_id) is held:
-            self._spawn(self._repair(channel_id))
-        elif self._held.get(channel_id) is held:
-            del self._held[channel_id]
-
     # -- outbound: what this process publishes -------------------------------------------------
 
     async def event(self, event: Event) -> None:
         """Publish a committed event to its channel (and a join to the joining user too)."""
         body = frames.event_bytes(event)
-        payload = channel_payload(event.channel_id, event.seq, event.kind, _about(event), body,
+        payload = channel_payload(event.channel_id, event.seq, event.kind, about(event), body,
                                   event.at_ms)  # fmt: skip
         items = [(f"c{event.channel_id}", payload)]
         if event.kind == "join" and event.user_id is not None:
@@ -408,8 +337,3 @@ class Hub:
 
 
 _PONG = frames.encode(frames.PongFrame()).decode()
-
-
-def _about(event: Event) -> int:
-    """Whom an event is about: the joining or leaving user, a message's sender."""
-    return event.user_id or (event.message.sender_id if event.message else 0)
