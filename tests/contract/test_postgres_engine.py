@@ -118,3 +118,29 @@ async def test_a_stopped_engine_refuses_queries(fresh_database_url: str) -> None
     await engine.close()  # idempotent
     with pytest.raises(Unavailable):
         await engine.execute("SELECT 1")
+
+
+async def test_a_cancelled_query_leaves_the_engine_usable(fresh_database_url: str) -> None:
+    """The abandoned query's session is dropped, not queued behind; a server error keeps it."""
+    engine = PostgresEngine(fresh_database_url, max_size=1)
+    await engine.start()
+    try:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.05):
+                await engine.fetchval("SELECT pg_sleep(5)")
+        began = time.monotonic()
+        assert await engine.fetchval("SELECT 1") == 1
+        assert time.monotonic() - began < QUICK_S - 1  # not behind the abandoned sleep
+        pid = await engine.fetchval("SELECT pg_backend_pid()")
+        with pytest.raises(asyncpg.DivisionByZeroError):
+            await engine.fetchval("SELECT 1 / 0")
+
+        async def fails_inside(conn: PgConnection) -> None:
+            await conn.execute("SELECT 1")
+            raise LookupError("the caller's own error")
+
+        with pytest.raises(LookupError):
+            await engine.transaction(fails_inside)
+        assert await engine.fetchval("SELECT pg_backend_pid()") == pid
+    finally:
+        await engine.close()

@@ -1,4 +1,4 @@
-"""The PostgreSQL engine: an asyncpg pool, numbered migrations, and the driver-error boundary.
+"""The PostgreSQL engine: a connection pool, numbered migrations, and the driver-error boundary.
 
 Adapters run each transaction as a named function, ``await engine.transaction(fn)`` where
 ``fn(conn)`` is an ``async def`` whose ``__name__`` names the transaction in errors, or use the
@@ -25,10 +25,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
 
 from fanout.core.errors import Invalid, Unavailable
 from fanout.storage.migrations import Migration, discover
+from fanout.storage.postgres.pool import Connection, ConnectionPool
 
 __all__ = ["PgConnection", "PostgresEngine"]
 
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # What a transaction function receives: a pooled connection, or a one-off one (ping, migrate).
-PgConnection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
+PgConnection: TypeAlias = Connection
 
 MIGRATIONS_PACKAGE = "fanout.storage.postgres.migrations"
 MIN_SIZE = 1  # connections kept open when idle
@@ -93,7 +93,7 @@ class PostgresEngine:
         self._connect_timeout_s = connect_timeout_s
         self._command_timeout_s = command_timeout_s
         self._acquire_timeout_s = acquire_timeout_s
-        self._pool: asyncpg.Pool[asyncpg.Record] | None = None
+        self._pool: ConnectionPool | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -106,19 +106,9 @@ class PostgresEngine:
         """
         if self._pool is not None:
             raise RuntimeError("the PostgreSQL engine is already started")
+        pool = ConnectionPool(self._connect, min_size=self._min_size, max_size=self._max_size)
         try:
-            pool = await asyncpg.create_pool(
-                self._dsn,
-                min_size=self._min_size,
-                max_size=self._max_size,
-                timeout=self._connect_timeout_s,
-                command_timeout=self._command_timeout_s,
-                reset=_keep_session,
-                # JIT compiles a plan in ~5 ms once its estimated cost is high; no query here
-                # runs long enough to win that back (measured: a fan-out's follower query for
-                # 128 authors took 36 ms with JIT, 25 without).
-                server_settings={"jit": "off"},
-            )
+            await pool.start()
         except Exception as exc:
             if not _is_unavailable(exc):
                 raise
@@ -229,6 +219,17 @@ class PostgresEngine:
 
     # -- internals -----------------------------------------------------------------------------
 
+    async def _connect(self) -> Connection:
+        return await asyncpg.connect(
+            self._dsn,
+            timeout=self._connect_timeout_s,
+            command_timeout=self._command_timeout_s,
+            # JIT compiles a plan in ~5 ms once its estimated cost is high; no query here runs
+            # long enough to win that back (measured: a fan-out's follower query for 128
+            # authors took 36 ms with JIT, 25 without).
+            server_settings={"jit": "off"},
+        )
+
     @contextlib.asynccontextmanager
     async def _connection(self, what: str, *, one_off: bool = False) -> AsyncIterator[PgConnection]:
         """A connection, with driver connection errors in the block raised as ``Unavailable``.
@@ -237,9 +238,15 @@ class PostgresEngine:
         ``Unavailable`` (using a stopped engine is an outage to callers, as on SQLite).
         """
         try:
-            if self._pool is not None:
-                async with self._pool.acquire(timeout=self._acquire_timeout_s) as pooled:
-                    yield pooled
+            pool = self._pool
+            if pool is not None:
+                conn = await pool.acquire(self._acquire_timeout_s)
+                try:
+                    yield conn
+                except BaseException as exc:
+                    pool.release(conn, reusable=_reusable(exc))
+                    raise
+                pool.release(conn)
             elif one_off:
                 conn = await asyncpg.connect(
                     self._dsn,
@@ -264,11 +271,16 @@ class PostgresEngine:
             raise _unavailable(what, exc) from exc
 
 
-async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
-    """Pool release without asyncpg's reset query (RESET ALL, UNLISTEN, unlock...): one
-    round trip saved per query, measured at 1.2-1.6 ms of a 4.5 ms feed read. Safe because
-    pooled connections keep no session state: LISTEN runs on a dedicated connection, every
-    advisory lock is transaction-scoped, and no code sets session variables."""
+# Errors after which a connection's session may still be busy or is unknown: a cancelled or
+# timed-out query may still run on it, a driver failure left the protocol in doubt. After the
+# server's own errors (a constraint, a rollback) and the caller's, the session is idle.
+_SESSION_IN_DOUBT = (TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, OSError)
+
+
+def _reusable(exc: BaseException) -> bool:
+    """Whether a pooled connection may serve again after its block raised ``exc``
+    (a cancellation is a ``BaseException``: never)."""
+    return isinstance(exc, Exception) and not isinstance(exc, _SESSION_IN_DOUBT)
 
 
 async def _lock_migrations(conn: PgConnection) -> None:
