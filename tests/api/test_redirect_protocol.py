@@ -166,6 +166,20 @@ async def test_what_the_protocol_leaves_to_uvicorn(
     assert len(asgi_calls) == calls + 1
 
 
+async def test_answers_made_in_a_read_precede_a_bad_request_in_it(
+    linked: tuple[httpx.AsyncClient, str, str], conn: Conn, asgi_calls: list[str]
+) -> None:
+    """Answers are written when the loop iteration ends; uvicorn answers a malformed request
+    at once and closes: the answers made before it must still go out, first."""
+    client, _, code = linked
+    assert (await client.get(f"/{code}")).status_code == 302  # cached: answered here
+    calls = len(asgi_calls)
+    conn.send(get(f"/{code}"), get(f"/{code}"), b"NOT HTTP AT ALL\r\n\r\n")
+    assert [(await conn.answer())[0] for _ in range(3)] == [302, 302, 400]
+    assert len(asgi_calls) == calls
+    assert await asyncio.wait_for(conn.reader.read(), 5) == b""  # then uvicorn closed it
+
+
 @pytest.mark.parametrize("server_options", [{"timeout_keep_alive": 0.3}])
 async def test_a_request_left_to_uvicorn_is_not_cut_by_the_keep_alive_timer(
     linked: tuple[httpx.AsyncClient, str, str], conn: Conn

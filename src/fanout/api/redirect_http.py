@@ -8,6 +8,12 @@ uvicorn most of its time on a redirect. Anything else goes through uvicorn uncha
 through ASGI, where :class:`RedirectApp` answers what this path could not (a cache miss, a
 visit of a limited link, a full click queue) with the same code.
 
+Answers are written when the loop iteration that made them ends (``Flush``), all of them in a
+row: written one by one between the parsing of the next requests, each write woke the load
+generator's sleeping thread again, and the write was half of the loop's time. Before uvicorn
+handles anything of a connection (a request it answers, a bad request, a shutdown), that
+connection's answers are written, so they keep their order.
+
 A request takes uvicorn's path whenever this one could change what a client sees: another
 response of the connection still in flight or queued (pipelined answers keep their order), a
 congested socket (uvicorn waits for it to drain), a request that is not keep-alive HTTP/1.1,
@@ -16,11 +22,13 @@ has a body or asks for an upgrade, a percent-encoded path, a concurrency limit s
 
 from __future__ import annotations
 
+import asyncio
 from typing import ClassVar
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from fanout.api.redirect import RedirectApp, Response
+from fanout.api.websocket_loop import Flush
 
 __all__ = ["RedirectHttpProtocol"]
 
@@ -31,6 +39,12 @@ class RedirectHttpProtocol(HttpToolsProtocol):
     # uvicorn's default headers (date, server), encoded once per list: it replaces the list
     # when the date changes, once a second.
     _defaults: ClassVar[tuple[object, bytes]] = (None, b"")
+    _unsent: list[bytes] | None = None  # answers made in this loop iteration, not yet written
+    _flush: Flush
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)  # uvicorn's signature: its transport, not a base one
+        self._flush = Flush.of(self.loop)
 
     @classmethod
     def serving(cls, redirects: RedirectApp) -> type[RedirectHttpProtocol]:
@@ -39,6 +53,7 @@ class RedirectHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         if not self._answer():
+            self.flush()  # what this connection was answered goes before what uvicorn writes
             # An answer given here earlier in this same read (a pipelined request) armed the
             # keep-alive timer, which uvicorn never arms while a request is in flight.
             self._unset_keepalive_if_required()
@@ -88,9 +103,28 @@ class RedirectHttpProtocol(HttpToolsProtocol):
         if response is None:
             return False
         self._answered = True
-        self.transport.write(self._encode(response, method == "HEAD"))
+        unsent = self._unsent
+        if unsent is None:
+            self._unsent = [self._encode(response, method == "HEAD")]
+            self._flush.soon(self)
+        else:  # pipelined requests answered in the same read
+            unsent.append(self._encode(response, method == "HEAD"))
         self.on_response_complete()  # keep-alive timer, reading resumed: as after any response
         return True
+
+    def flush(self) -> None:
+        """Write the answers made since the last flush (the loop's ``Flush`` calls it)."""
+        unsent, self._unsent = self._unsent, None
+        if unsent and not self.transport.is_closing():
+            self.transport.write(unsent[0] if len(unsent) == 1 else b"".join(unsent))
+
+    def send_400_response(self, msg: str) -> None:
+        self.flush()
+        super().send_400_response(msg)
+
+    def shutdown(self) -> None:
+        self.flush()
+        super().shutdown()
 
     def _encode(self, response: Response, head: bool) -> bytes:
         status, defaults = STATUS_LINE[response.status], self._default_headers()

@@ -1,5 +1,6 @@
 """Per-event-loop machinery of the WebSocket protocol (``api/websocket.py``): the write flush
-that batches one iteration's frames per socket, and the keepalive sweep.
+that batches one iteration's frames per socket (the redirect protocol's answers use it too),
+and the keepalive sweep.
 
 Both are one object per event loop, not a timer or a callback per socket: with 10 000 idle
 sockets, per-socket timers are memory and per-socket callbacks are loop iterations.
@@ -11,16 +12,18 @@ import asyncio
 import weakref
 from typing import Protocol
 
-__all__ = ["SWEEP_SLICE", "Flush", "Keepalive", "Socket"]
+__all__ = ["SWEEP_SLICE", "Flush", "Flushable", "Keepalive", "Socket"]
 
 SWEEP_SLICE = 256  # sockets the keepalive sweep handles before letting other work run
 
 
-class Socket(Protocol):
+class Flushable(Protocol):
+    def flush(self) -> None: ...
+
+
+class Socket(Flushable, Protocol):
     seen: bool  # bytes arrived since the last sweep
     pinged: bool  # a keepalive ping went out in the last sweep
-
-    def flush(self) -> None: ...
 
     def ping(self) -> None: ...
 
@@ -35,7 +38,7 @@ class Flush:
     )
 
     def __init__(self) -> None:
-        self.pending: list[Socket] = []
+        self.pending: list[Flushable] = []
 
     @classmethod
     def of(cls, loop: asyncio.AbstractEventLoop) -> Flush:
@@ -44,7 +47,7 @@ class Flush:
             flush = cls._loops[loop] = cls()
         return flush
 
-    def soon(self, protocol: Socket) -> None:
+    def soon(self, protocol: Flushable) -> None:
         if not self.pending:
             asyncio.get_running_loop().call_soon(self.run)
         self.pending.append(protocol)
