@@ -123,14 +123,21 @@ class RedirectApp:
             await self.app(scope, receive, send)
             return
         head = scope["method"] == "HEAD"  # a HEAD (link previews) neither visits nor clicks
-        resolution = await platform.resolver.resolve(code, visit=not head)
-        now_ms = platform.clock.now_ms()
-        response = self._response(resolution, code, head, now_ms)
+        click: Click | None = None
+        # What can be answered at once is, with no coroutine of the resolver's or the sink's
+        # (the path a server without uvicorn's protocol, granian, takes for every redirect).
+        response = self.answer_cached(scope, code, head)  # its click, if any, already queued
+        if response is None:
+            resolution = await platform.resolver.resolve(code, visit=not head)
+            now_ms = platform.clock.now_ms()
+            response = self._response(resolution, code, head, now_ms)
+            if response.click is not None:
+                click = self._click(scope, response.click, platform, now_ms)
         await send({"type": "http.response.start", "status": response.status,
                     "headers": response.headers})  # fmt: skip
         await send({"type": "http.response.body", "body": response.body})
-        if response.click is not None:
-            await platform.click_sink.add(self._click(scope, response.click, platform, now_ms))
+        if click is not None:  # the sink may make a redirect wait for room: after answering
+            await platform.click_sink.add(click)
 
     def answer_cached(self, scope: Mapping[str, Any], code: str, head: bool) -> Response | None:
         """The answer for ``code`` if this process can give it at once — the link (or its
