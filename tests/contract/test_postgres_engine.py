@@ -131,9 +131,15 @@ async def test_a_cancelled_query_leaves_the_engine_usable(fresh_database_url: st
         began = time.monotonic()
         assert await engine.fetchval("SELECT 1") == 1
         assert time.monotonic() - began < QUICK_S - 1  # not behind the abandoned sleep
+        assert not await engine.fetchval(  # cancelled on the server, not left running
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'"
+            " AND state = 'active' AND pid <> pg_backend_pid()"
+        )
         pid = await engine.fetchval("SELECT pg_backend_pid()")
         with pytest.raises(asyncpg.DivisionByZeroError):
             await engine.fetchval("SELECT 1 / 0")
+        with pytest.raises(asyncpg.DataError):  # refused client-side: the session is idle
+            await engine.fetchval("SELECT $1::int", "not a number")
 
         async def fails_inside(conn: PgConnection) -> None:
             await conn.execute("SELECT 1")

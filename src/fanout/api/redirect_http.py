@@ -11,8 +11,8 @@ visit of a limited link, a full click queue) with the same code.
 Answers are written when the loop iteration that made them ends (``Flush``), all of them in a
 row: written one by one between the parsing of the next requests, each write woke the load
 generator's sleeping thread again, and the write was half of the loop's time. Before uvicorn
-handles anything of a connection (a request it answers, a bad request, a shutdown), that
-connection's answers are written, so they keep their order.
+handles anything of a connection (a request it answers, a bad request, a shutdown, the
+client's end of stream), that connection's answers are written, so they keep their order.
 
 A request takes uvicorn's path whenever this one could change what a client sees: another
 response of the connection still in flight or queued (pipelined answers keep their order), a
@@ -125,6 +125,11 @@ class RedirectHttpProtocol(HttpToolsProtocol):
     def shutdown(self) -> None:
         self.flush()
         super().shutdown()
+
+    def eof_received(self) -> None:
+        # The transport closes itself after this, maybe in the read that made the answers.
+        self.flush()
+        super().eof_received()
 
     def _encode(self, response: Response, head: bool) -> bytes:
         status, defaults = STATUS_LINE[response.status], self._default_headers()

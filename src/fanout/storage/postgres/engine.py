@@ -134,6 +134,9 @@ class PostgresEngine:
         except TimeoutError:
             log.warning("PostgreSQL pool did not close in %s s; terminating it", CLOSE_TIMEOUT_S)
             pool.terminate()
+        except BaseException:  # cancelled while closing: no connection may outlive the engine
+            pool.terminate()
+            raise
 
     async def migrate(self) -> list[int]:
         """Apply pending migrations in version order; return the versions this call applied.
@@ -274,13 +277,23 @@ class PostgresEngine:
 # Errors after which a connection's session may still be busy or is unknown: a cancelled or
 # timed-out query may still run on it, a driver failure left the protocol in doubt. After the
 # server's own errors (a constraint, a rollback) and the caller's, the session is idle.
-_SESSION_IN_DOUBT = (TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, OSError)
+# asyncpg's client-side argument errors (DataError: an InterfaceError and a ValueError) are
+# raised before anything is sent: the session is idle.
+_SESSION_IN_DOUBT = (
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.PostgresConnectionError,
+    OSError,
+)
 
 
 def _reusable(exc: BaseException) -> bool:
     """Whether a pooled connection may serve again after its block raised ``exc``
     (a cancellation is a ``BaseException``: never)."""
-    return isinstance(exc, Exception) and not isinstance(exc, _SESSION_IN_DOUBT)
+    if not isinstance(exc, Exception):
+        return False
+    return isinstance(exc, ValueError) or not isinstance(exc, _SESSION_IN_DOUBT)
 
 
 async def _lock_migrations(conn: PgConnection) -> None:

@@ -17,14 +17,20 @@ Contract:
   leaves the same few server sessions warm.
 * :meth:`release` takes the connection back, ``reusable=False`` when the block using it failed
   in a way that may leave the session busy or unknown (a cancelled or timed-out query, a driver
-  failure). Such a connection, a closed one, and one still inside a transaction are terminated,
-  never handed out again; their slot lets a waiter open a new one.
+  failure). Such a connection, and one still inside a transaction, is never handed out again:
+  it is closed in the background — asyncpg first sends the server the cancel request of a
+  query it abandoned, so the statement stops instead of running on, holding its locks — and
+  its slot stays taken until it is gone (``RETIRE_TIMEOUT_S`` at most), so the server never
+  has more of the pool's sessions than ``max_size``. Then a waiter opens a new one in it.
 * :meth:`close` refuses new acquires (``asyncpg.InterfaceError``, as a closed asyncpg pool),
   waits for the connections in use to come back and closes them all; :meth:`terminate` drops
   everything at once.
 
-Sessions carry no state between uses here (no LISTEN, only transaction-scoped advisory locks,
-no session variables), so a released connection is not reset: a reset is a round trip.
+Connections live until they fail or the pool closes (asyncpg's pool also recycled them after
+50 000 queries or 5 idle minutes; their prepared statements are bounded by asyncpg's statement
+cache, and nothing else accumulates in a session here). Sessions carry no state between uses
+(no LISTEN, only transaction-scoped advisory locks, no session variables), so a released
+connection is not reset: a reset is a round trip.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ import asyncpg
 __all__ = ["Connection", "ConnectionPool"]
 
 Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record]"
+
+RETIRE_TIMEOUT_S = 10.0  # closing a connection in doubt: its cancel request, then goodbye
 
 
 class ConnectionPool:
@@ -62,6 +70,7 @@ class ConnectionPool:
         self._waiters: deque[asyncio.Future[Connection | None]] = deque()
         self._closing = False
         self._returned: asyncio.Event | None = None  # set on each release while closing
+        self._retiring: set[asyncio.Task[None]] = set()  # in-doubt connections being closed
 
     @property
     def size(self) -> int:
@@ -72,9 +81,13 @@ class ConnectionPool:
         return len(self._idle)
 
     async def start(self) -> None:
-        opened = await asyncio.gather(
-            *(self._open() for _ in range(self._min_size)), return_exceptions=True
-        )
+        try:
+            opened = await asyncio.gather(
+                *(self._open() for _ in range(self._min_size)), return_exceptions=True
+            )
+        except BaseException:  # cancelled: what opened meanwhile must not stay open
+            self.terminate()
+            raise
         failed = [r for r in opened if isinstance(r, BaseException)]
         for result in opened:
             if not isinstance(result, BaseException):
@@ -98,9 +111,12 @@ class ConnectionPool:
         return await self._wait(timeout)
 
     def release(self, conn: Connection, *, reusable: bool = True) -> None:
-        if not reusable or conn.is_closed() or conn.is_in_transaction():
+        if conn.is_closed():
             self._drop(conn)
             self._free_slot()
+            return
+        if not reusable or conn.is_in_transaction():
+            self._retire(conn)
             return
         if self._closing:
             self._idle.append(conn)
@@ -118,7 +134,8 @@ class ConnectionPool:
         """Refuse new acquires, wait for every connection in use, close them all. The caller
         bounds the wait (``asyncio.timeout``) and calls :meth:`terminate` past it."""
         self._closing = True
-        self._returned = asyncio.Event()
+        if self._returned is None:
+            self._returned = asyncio.Event()
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.set_exception(asyncpg.InterfaceError("the connection pool is closing"))
@@ -141,14 +158,18 @@ class ConnectionPool:
                 waiter.set_exception(asyncpg.InterfaceError("the connection pool is closed"))
         self._waiters.clear()
         self._idle.clear()
+        for task in list(self._retiring):
+            task.cancel()  # its connection is dropped with the others, just below
         for conn in list(self._open_ones):
             self._drop(conn)
         self._wake_close()  # a close() waiting for connections in use: they are gone
 
     # -- internals -----------------------------------------------------------------------------
 
-    async def _open(self) -> Connection:
-        self._size += 1
+    async def _open(self, *, reserved: bool = False) -> Connection:
+        """A new connection; ``reserved``: its slot was already counted (:meth:`_free_slot`)."""
+        if not reserved:
+            self._size += 1
         try:
             conn = await self._connect()
         except BaseException:
@@ -171,6 +192,21 @@ class ConnectionPool:
             self._size -= 1
             self._wake_close()
 
+    def _retire(self, conn: Connection) -> None:
+        async def close_it() -> None:
+            try:
+                async with asyncio.timeout(RETIRE_TIMEOUT_S):
+                    await conn.close()
+            except Exception:  # it could not close politely: terminated below, nothing lost
+                pass
+            finally:
+                self._drop(conn)
+                self._free_slot()
+
+        task = asyncio.get_running_loop().create_task(close_it())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
     def _wake_close(self) -> None:
         if self._returned is not None:
             self._returned.set()
@@ -189,7 +225,8 @@ class ConnectionPool:
                 handed = waiter.result()
                 if handed is not None:
                     self.release(handed)
-                else:
+                else:  # the slot reserved for this waiter: to the next one
+                    self._size -= 1
                     self._free_slot()
             else:
                 with contextlib.suppress(ValueError):
@@ -198,13 +235,16 @@ class ConnectionPool:
         if conn is not None:
             return conn
         async with asyncio.timeout_at(deadline):
-            return await self._open()
+            return await self._open(reserved=True)
 
     def _free_slot(self) -> None:
-        """A slot opened up (a connection dropped or failed to open): the first live waiter
-        opens a connection in it."""
+        """A slot opened up (a connection dropped or failed to open): it is reserved for the
+        first live waiter, who opens a connection in it — a newcomer cannot take it first."""
+        if self._closing or self._size >= self._max_size:
+            return
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
+                self._size += 1
                 waiter.set_result(None)
                 return
