@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fanout.core.errors import Unavailable
-from fanout.core.passes import Passes
+from fanout.core.passes import Passes, together_or_alone
 
 
 class Recorder:
@@ -198,3 +200,44 @@ def test_every_item_once_in_call_order_within_the_bounds(
         return rec
 
     asyncio.run(scenario())
+
+
+@dataclass
+class _Item:
+    n: int
+    done_by: str = ""
+    error: Exception | None = None
+
+
+async def test_together_or_alone_falls_back_item_by_item() -> None:
+    async def together(items: Sequence[_Item]) -> None:
+        if any(i.n < 0 for i in items):
+            raise ValueError("one bad item undoes the joined call")
+        for item in items:
+            item.done_by = "together"
+
+    async def alone(item: _Item) -> None:
+        if item.n < 0:
+            raise ValueError(f"bad {item.n}")
+        item.done_by = "alone"
+
+    good = [_Item(1), _Item(2)]
+    await together_or_alone(good, together, alone)
+    assert [(i.done_by, i.error) for i in good] == [("together", None)] * 2
+    mixed = [_Item(1), _Item(-1), _Item(3)]
+    await together_or_alone(mixed, together, alone)
+    assert [i.done_by for i in mixed] == ["alone", "", "alone"]
+    assert [type(i.error) for i in mixed] == [type(None), ValueError, type(None)]
+    lone = [_Item(5)]
+    await together_or_alone(lone, together, alone)
+    assert lone[0].done_by == "alone"  # one item: no joined call to try first
+
+
+async def test_together_or_alone_lets_an_outage_fail_the_pass() -> None:
+    async def down(_: object) -> None:
+        raise Unavailable("the store is down")
+
+    items = [_Item(1), _Item(2)]
+    with pytest.raises(Unavailable):
+        await together_or_alone(items, down, down)
+    assert all(i.error is None for i in items)

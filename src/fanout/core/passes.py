@@ -3,7 +3,9 @@
 A lone call starts a pass at once (no waiting for company); under load, everything submitted
 while one pass runs goes together in the next, so passes grow with the backlog and shrink when
 it clears. A caller returns when the pass holding its items is done, and raises what that pass
-raised: every caller of a failed pass sees the failure, and may retry its own items alone.
+raised: every caller of a failed pass sees the failure, and may retry its own items alone —
+or the pass itself falls back to its items one by one (:func:`together_or_alone`), so that one
+bad item fails only its own caller.
 Nothing queues beyond the callers themselves: each waits for its own items, so the waiting
 calls are at most the callers at once (the fan-out worker's: its consumer runner's handlers).
 """
@@ -11,14 +13,50 @@ calls are at most the callers at once (the fan-out worker's: its consumer runner
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from fanout.core.errors import Unavailable
 
-__all__ = ["Passes"]
+__all__ = ["Passes", "together_or_alone"]
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+class _Fallible(Protocol):
+    error: Exception | None  # what making this item alone raised, for its caller
+
+
+F = TypeVar("F", bound=_Fallible)
+
+
+async def together_or_alone(
+    items: Sequence[F],
+    together: Callable[[Sequence[F]], Awaitable[None]],
+    alone: Callable[[F], Awaitable[None]],
+) -> None:
+    """A pass's items in one go (``together``, when there are several), else each ``alone``:
+    a lone item, or every item of a failed joined call (undone as a whole). An item's own
+    failure goes to its ``error`` for its caller alone; ``Unavailable`` (an outage, not an item's
+    fault) fails the whole pass."""
+    if len(items) > 1:
+        try:
+            await together(items)
+            return
+        except Unavailable:
+            raise
+        except Exception:  # undone as a whole: each item is made alone, below
+            log.debug("a joined call of %d items failed; making them one by one", len(items))
+    for item in items:
+        try:
+            await alone(item)
+        except Unavailable:
+            raise
+        except Exception as exc:  # this item's own failure, for its caller alone
+            item.error = exc
 
 
 class Passes(Generic[T]):

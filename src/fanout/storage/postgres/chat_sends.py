@@ -13,21 +13,18 @@ an outage), each of its sends is made again alone, so one bad send fails only it
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import asyncpg
 
 from fanout.chat.model import NewMessage
-from fanout.core.errors import Conflict, Unavailable
+from fanout.core.errors import Conflict
 from fanout.core.log import Topics
-from fanout.core.passes import Passes
+from fanout.core.passes import Passes, together_or_alone
 from fanout.storage.postgres.engine import PostgresEngine
 
 __all__ = ["Send", "Sends"]
-
-log = logging.getLogger(__name__)
 
 SENDS_PER_PASS = 64  # sends joined in one transaction at most: its locks stay short
 PASSES_AT_ONCE = 2  # one batch in flight while the next one gathers and goes
@@ -79,21 +76,7 @@ class Sends:
         send.outcome, send.seq = row["outcome"], row["new_seq"] or 0
 
     async def _many(self, sends: Sequence[Send]) -> None:
-        if len(sends) > 1:
-            try:
-                await self._together(sends)
-                return
-            except Unavailable:
-                raise
-            except Exception:  # the batch was undone: each send is made alone, below
-                log.debug("a batch of %d sends failed; making them one by one", len(sends))
-        for send in sends:
-            try:
-                await self._alone(send)
-            except Unavailable:
-                raise
-            except Exception as exc:  # this send's own failure, for its caller alone
-                send.error = exc
+        await together_or_alone(sends, self._together, self._alone)
 
     async def _together(self, sends: Sequence[Send]) -> None:
         attachments: list[int] = []

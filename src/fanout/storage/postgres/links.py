@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import asyncpg
 
 from fanout.accounts.model import UserId
-from fanout.core.errors import Conflict, Unavailable
-from fanout.core.passes import Passes
+from fanout.core.errors import Conflict
+from fanout.core.passes import Passes, together_or_alone
 from fanout.links.aggregate import DAY_MS, GRAINS, Deltas, build_stats, deltas, past, visits
 from fanout.links.model import Click, Link, LinkStats
 from fanout.storage.postgres.engine import PgConnection, PostgresEngine
@@ -107,32 +107,19 @@ class PostgresLinkStore:
         """The gets made while one was in flight, in one query (redirects missing the caches
         under load ask for many codes at once; a round trip costs more than the rows). If that
         query fails (a code PostgreSQL refuses), each get is made alone: it fails only itself."""
-        if len(gets) > 1:
-            try:
-                rows = await self._engine.fetch(
-                    f"SELECT {_COLUMNS} FROM links WHERE code = ANY($1::text[])",
-                    [g.code for g in gets],
-                )
-            except Unavailable:
-                raise
-            except Exception:  # made one by one below, each failing alone
-                pass
-            else:
-                found = {row["code"]: _link(row) for row in rows}
-                for get in gets:
-                    get.link = found.get(get.code)
-                return
+        await together_or_alone(gets, self._get_together, self._get_alone)
+
+    async def _get_together(self, gets: Sequence[_Get]) -> None:
+        rows = await self._engine.fetch(
+            f"SELECT {_COLUMNS} FROM links WHERE code = ANY($1::text[])", [g.code for g in gets]
+        )
+        found = {row["code"]: _link(row) for row in rows}
         for get in gets:
-            try:
-                row = await self._engine.fetchrow(
-                    f"SELECT {_COLUMNS} FROM links WHERE code = $1", get.code
-                )
-            except Unavailable:
-                raise
-            except Exception as exc:  # this get's own failure, for its caller alone
-                get.error = exc
-            else:
-                get.link = None if row is None else _link(row)
+            get.link = found.get(get.code)
+
+    async def _get_alone(self, get: _Get) -> None:
+        row = await self._engine.fetchrow(f"SELECT {_COLUMNS} FROM links WHERE code = $1", get.code)
+        get.link = None if row is None else _link(row)
 
     async def find_for_reuse(self, owner: UserId, url: str) -> Link | None:
         # md5(url) is what links_live_by_url indexes; url = $2 rules out md5 collisions.
