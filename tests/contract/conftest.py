@@ -161,6 +161,7 @@ class LinksUnderTest:
     links: Any
     clicks: Any
     cache: Any  # None on the embedded backend, which has no shared cache
+    redis: Any = None  # the cache's client
 
 
 @pytest.fixture(params=LINK_BACKENDS)
@@ -187,7 +188,8 @@ async def links(links_backend: dict[str, str], tmp_path: Path) -> AsyncIterator[
     pg = PostgresEngine(links_backend["postgres"])
     await pg.start()
     client = await connect(links_backend["redis"])
-    yield LinksUnderTest(PostgresLinkStore(pg), PostgresClickStore(pg), RedisLinkCache(client))
+    yield LinksUnderTest(PostgresLinkStore(pg), PostgresClickStore(pg), RedisLinkCache(client),
+                         client)  # fmt: skip
     await client.aclose()
     await pg.close()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -11,6 +12,9 @@ from fanout.accounts.model import UserId
 from fanout.core.errors import Conflict, Invalid
 from fanout.links.model import Link
 from tests.contract.conftest import LinksUnderTest
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
 
 OWNER, OTHER = UserId(2**60 + 1), UserId(2**60 + 2)
 T0 = 1_767_225_600_000
@@ -78,20 +82,32 @@ async def test_visit_limits_are_exact_under_concurrency(links: LinksUnderTest) -
     assert not await links.links.take_visit("limited")
 
 
-async def test_shared_cache_round_trips_and_forgets(links: LinksUnderTest) -> None:
+@pytest.fixture(params=[False, True], ids=["one-server", "cluster-calls"])
+async def cache(links: LinksUnderTest, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """The backend's shared cache, and one making the calls it makes on a Redis Cluster (a
+    command per code) against the same server."""
     if links.cache is None:
         pytest.skip("the embedded backend has no shared cache")
+    if not request.param:
+        yield links.cache
+        return
+    from fanout.storage.redis.links import RedisLinkCache
+
+    yield RedisLinkCache(links.redis, cluster=True)
+
+
+async def test_shared_cache_round_trips_and_forgets(cache: Any) -> None:
     made = link("cached1", max_visits=4)
-    assert await links.cache.get("cached1") is None
-    await links.cache.put("cached1", made, 60)
-    assert await links.cache.get("cached1") == made
-    await links.cache.put("missing", None, 60)
-    assert await links.cache.get("missing") is False
-    await links.cache.forget("cached1")
-    assert await links.cache.get("cached1") is None
-    await links.cache.put("short", made, 0.2)
+    assert await cache.get("cached1") is None
+    await cache.put("cached1", made, 60)
+    assert await cache.get("cached1") == made
+    await cache.put("missing", None, 60)
+    assert await cache.get("missing") is False
+    await cache.forget("cached1")
+    assert await cache.get("cached1") is None
+    await cache.put("short", made, 0.2)
     await asyncio.sleep(0.4)
-    assert await links.cache.get("short") is None
+    assert await cache.get("short") is None
 
 
 async def test_concurrent_gets_each_get_their_own_link(links: LinksUnderTest) -> None:
@@ -104,29 +120,25 @@ async def test_concurrent_gets_each_get_their_own_link(links: LinksUnderTest) ->
     assert found == [*made, None, None, made[1]]
 
 
-async def test_concurrent_cache_calls_each_keep_their_own_entry(links: LinksUnderTest) -> None:
-    """Puts and gets made together (joined into pipelines) act as if made one by one."""
-    if links.cache is None:
-        pytest.skip("the embedded backend has no shared cache")
+async def test_concurrent_cache_calls_each_keep_their_own_entry(cache: Any) -> None:
+    """Puts and gets made together (joined into one call) act as if made one by one."""
     made = [link(f"c{n}", url=f"https://example.com/{n}") for n in range(30)]
-    await asyncio.gather(*(links.cache.put(m.code, m, 60) for m in made),
-                         links.cache.put("gone", None, 60))  # fmt: skip
+    await asyncio.gather(*(cache.put(m.code, m, 60) for m in made),
+                         cache.put("gone", None, 60))  # fmt: skip
     fill = link("c0", url="https://example.com/fill")
-    await asyncio.gather(*(links.cache.put(m.code, fill, 60, replace=False) for m in made[:5]))
+    await asyncio.gather(*(cache.put(m.code, fill, 60, replace=False) for m in made[:5]))
     codes = ["gone", "nope", *(m.code for m in made)]
-    got = await asyncio.gather(*(links.cache.get(code) for code in codes))
+    got = await asyncio.gather(*(cache.get(code) for code in codes))
     assert got == [False, None, *made]  # a fill (replace=False) overwrote nothing
 
 
-async def test_a_forget_lands_after_the_fills_made_before_it(links: LinksUnderTest) -> None:
+async def test_a_forget_lands_after_the_fills_made_before_it(cache: Any) -> None:
     """A create's forget must not be overtaken by a "no such code" fill decided before it."""
-    if links.cache is None:
-        pytest.skip("the embedded backend has no shared cache")
     for n in range(5):
         code = f"new{n}"
-        await asyncio.gather(links.cache.put(code, None, 60, replace=False),
-                             links.cache.forget(code))  # fmt: skip
-        assert await links.cache.get(code) is None
+        await asyncio.gather(cache.put(code, None, 60, replace=False),
+                             cache.forget(code))  # fmt: skip
+        assert await cache.get(code) is None
 
 
 async def test_a_code_the_store_refuses_fails_no_other_get(links: LinksUnderTest) -> None:
