@@ -45,9 +45,9 @@ from bench.feed_report import report
 from bench.report import redis_benchmark
 from fanout.accounts.model import NewUser, UserId
 from fanout.accounts.passwords import PasswordHasher
-from fanout.cli import tune_gc
 from fanout.core.clock import SystemClock
 from fanout.core.consumer import LEASE_MS
+from fanout.core.gc_pauses import tune_gc
 from fanout.core.log import Topics
 from fanout.feed.events import FEED_POSTS_LOW
 from fanout.feed.policy import FanoutPolicy

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import gc
 import importlib
 import logging
 import os
@@ -22,6 +21,7 @@ import click
 
 from fanout.core.config import Settings, field_type, parse_field
 from fanout.core.errors import FanoutError
+from fanout.core.gc_pauses import tune_gc
 
 __all__ = ["main"]
 
@@ -79,20 +79,6 @@ def serve(**flags: Any) -> None:
     else:
         # Scaled: consumers run in `fanout worker` processes (DESIGN.md §2); embedded: here.
         _serve_uvicorn(settings, operations=None, roles=() if settings.scaled else None)
-
-
-GC_YOUNG = 20_000  # allocations between young collections (CPython's default is 700)
-
-
-def tune_gc() -> None:
-    """Shorter pauses for a server holding many connections: what exists at start (modules,
-    code) is frozen out of every future collection, and young collections run less often, so
-    fewer short-lived objects (frames in flight) survive into the old generation, whose full
-    collections walk every live object — 0.5 s and more with 10 000 open WebSockets."""
-    gc.collect()
-    gc.freeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG, middle, old)
 
 
 def _serve_uvicorn(settings: Settings, operations: Any, roles: Any) -> None:
