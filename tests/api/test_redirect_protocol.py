@@ -199,6 +199,27 @@ async def test_a_request_left_to_uvicorn_is_not_cut_by_the_keep_alive_timer(
     assert (await conn.answer())[0] == 401
 
 
+@pytest.mark.parametrize("server_options", [{"timeout_keep_alive": 0.3}])
+async def test_a_connection_is_closed_once_silent_for_the_keep_alive_timeout(
+    linked: tuple[httpx.AsyncClient, str, str], conn: Conn, asgi_calls: list[str]
+) -> None:
+    """One timer per connection, not per answer: requests keep it open however long it
+    lives; once silent, it closes after one to two timeouts."""
+    client, _, code = linked
+    assert (await client.get(f"/{code}")).status_code == 302  # cached: answered here
+    calls = len(asgi_calls)
+    loop = asyncio.get_running_loop()
+    for n in range(13):  # four timeouts of activity, a request every 0.1 s
+        if n:
+            await asyncio.sleep(0.1)
+        silent = loop.time()
+        conn.send(get(f"/{code}"))
+        assert (await conn.answer())[0] == 302
+    assert len(asgi_calls) == calls  # all answered in the protocol
+    assert await asyncio.wait_for(conn.reader.read(), 5) == b""  # closed by the server
+    assert 0.3 <= loop.time() - silent < 0.9
+
+
 def _percent(code: str) -> bytes:
     return "".join(f"%{ord(c):02X}" for c in code).encode()
 

@@ -14,6 +14,12 @@ generator's sleeping thread again, and the write was half of the loop's time. Be
 handles anything of a connection (a request it answers, a bad request, a shutdown, the
 client's end of stream), that connection's answers are written, so they keep their order.
 
+An idle connection is closed after uvicorn's keep-alive timeout, but by one timer per connection
+instead of uvicorn's one per response (armed, then cancelled by the next request: ~5 % of the
+loop at 30 000 redirects/s): armed by an answer made here and not already running, it closes
+the connection if nothing was read since it was armed and no request is in flight, else waits
+once more. So a connection closes between one and two timeouts after it fell silent.
+
 A request takes uvicorn's path whenever this one could change what a client sees: another
 response of the connection still in flight or queued (pipelined answers keep their order), a
 congested socket (uvicorn waits for it to drain), a request that is not keep-alive HTTP/1.1,
@@ -41,10 +47,22 @@ class RedirectHttpProtocol(HttpToolsProtocol):
     _defaults: ClassVar[tuple[object, bytes]] = (None, b"")
     _unsent: list[bytes] | None = None  # answers made in this loop iteration, not yet written
     _flush: Flush
+    _reads = 0  # data_received calls so far: the idle timer's sign of life
+    _idle: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)  # uvicorn's signature: its transport, not a base one
         self._flush = Flush.of(self.loop)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self._reads += 1
+        super().data_received(data)
 
     @classmethod
     def serving(cls, redirects: RedirectApp) -> type[RedirectHttpProtocol]:
@@ -54,9 +72,6 @@ class RedirectHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         if not self._answer():
             self.flush()  # what this connection was answered goes before what uvicorn writes
-            # An answer given here earlier in this same read (a pipelined request) armed the
-            # keep-alive timer, which uvicorn never arms while a request is in flight.
-            self._unset_keepalive_if_required()
             super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
@@ -109,8 +124,24 @@ class RedirectHttpProtocol(HttpToolsProtocol):
             self._flush.soon(self)
         else:  # pipelined requests answered in the same read
             unsent.append(self._encode(response, method == "HEAD"))
-        self.on_response_complete()  # keep-alive timer, reading resumed: as after any response
+        self.server_state.total_requests += 1  # as uvicorn counts a response
+        if self._idle is None:
+            self._idle = self.loop.call_later(self.timeout_keep_alive, self._idle_check,
+                                              self._reads)  # fmt: skip
         return True
+
+    def _idle_check(self, reads: int) -> None:
+        """Close the connection if it stayed silent since ``reads`` with nothing in flight."""
+        self._idle = None
+        if self.transport.is_closing():
+            return
+        cycle = self.cycle
+        if reads != self._reads or self.pipeline or (cycle and not cycle.response_complete):
+            self._idle = self.loop.call_later(self.timeout_keep_alive, self._idle_check,
+                                              self._reads)  # fmt: skip
+        else:
+            self.flush()
+            self.transport.close()
 
     def flush(self) -> None:
         """Write the answers made since the last flush (the loop's ``Flush`` calls it)."""
