@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -19,12 +19,15 @@ import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.typing import EncodableT, KeyT
 
 from fanout.core.errors import Unavailable
 
-__all__ = ["OP_TIMEOUT_S", "RedisSettings", "connect", "guard", "ping"]
+__all__ = ["OP_TIMEOUT_S", "RedisSettings", "ScriptCall", "connect", "guard", "ping", "run_scripts"]
 
 CONNECT_TIMEOUT_S = 5.0  # a reachable Redis accepts a TCP/TLS connection well within this
 SOCKET_TIMEOUT_S = 5.0  # every command we send is O(batch); a slower reply means trouble
@@ -165,3 +168,38 @@ async def ping(client: aioredis.Redis) -> None:
     """Raise ``Unavailable`` unless ``client``'s server answers a PING in time (readiness)."""
     async with guard("ping"):
         await client.ping()
+
+
+ScriptCall = tuple[AsyncScript, Sequence[KeyT], Sequence[EncodableT]]
+
+
+async def run_scripts(client: aioredis.Redis, calls: Sequence[ScriptCall]) -> list[Any]:
+    """The replies of script calls (script, KEYS, ARGV), pipelined in one round trip.
+
+    A pipeline given redis-py's registered scripts asks the server whether it holds them
+    first (SCRIPT EXISTS: a round trip more per pipeline); here the calls go as EVALSHA, and
+    those that a server which lost its scripts (restart, SCRIPT FLUSH) answered NOSCRIPT —
+    they did not run — are made again once their scripts are loaded: only those, so a script
+    that is not idempotent still runs once. Any other error of a call is raised.
+    """
+    replies: list[Any] = [None] * len(calls)
+    todo = list(range(len(calls)))
+    for attempt in range(2):
+        pipe = client.pipeline(transaction=False)
+        for i in todo:
+            script, call_keys, args = calls[i]
+            pipe.evalsha(script.sha, len(call_keys), *call_keys, *args)
+        lost = []
+        for i, reply in zip(todo, await pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(reply, NoScriptError) and attempt == 0:
+                lost.append(i)
+            elif isinstance(reply, Exception):
+                raise reply
+            else:
+                replies[i] = reply
+        if not lost:
+            break
+        for script in {id(calls[i][0]): calls[i][0] for i in lost}.values():
+            script.sha = await client.script_load(script.script)
+        todo = lost
+    return replies

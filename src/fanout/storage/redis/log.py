@@ -40,7 +40,7 @@ from fanout.core.errors import Unavailable
 from fanout.core.log import DLQ_SUFFIX, LogRecord
 from fanout.core.partition import partition_for
 from fanout.storage.redis import keys
-from fanout.storage.redis.connection import guard
+from fanout.storage.redis.connection import ScriptCall, guard, run_scripts
 
 __all__ = ["RedisLog"]
 
@@ -191,12 +191,12 @@ class RedisLog:
         for key, payload in entries:
             args = by_partition.setdefault(partition_for(key, self._partitions), [])
             args += (key, payload)
-        pipe = self._client.pipeline(transaction=False)
-        for partition, args in by_partition.items():
-            stream = keys.log_stream(topic, partition)
-            await self._append(keys=[stream], args=[self._maxlen, *args], client=pipe)
+        calls: list[ScriptCall] = [
+            (self._append, [keys.log_stream(topic, partition)], [self._maxlen, *args])
+            for partition, args in by_partition.items()
+        ]
         async with guard("publish_many"):
-            await pipe.execute()
+            await run_scripts(self._client, calls)
 
     async def wait(self, topic: str, timeout_s: float) -> None:
         """XREAD BLOCK on every partition from ``$``: returns once any of them gets an entry.

@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 from fanout.accounts.model import UserId
 from fanout.core.clock import Clock
 from fanout.storage.redis import keys
-from fanout.storage.redis.connection import guard
+from fanout.storage.redis.connection import guard, run_scripts
 
 __all__ = ["SWEEP_BATCH", "RedisPresenceStore"]
 
@@ -156,11 +156,9 @@ class RedisPresenceStore:
         shards = list(range(self._shards))
         while shards:
             async with guard("presence sweep"):
-                pipe = self._client.pipeline(transaction=False)
-                for shard in shards:
-                    await self._sweep(keys=[keys.presence_online(shard)], args=[self._batch],
-                                      client=pipe)  # fmt: skip
-                replies = await pipe.execute()
+                replies = await run_scripts(self._client, [
+                    (self._sweep, [keys.presence_online(shard)], [self._batch]) for shard in shards
+                ])  # fmt: skip
             gone += (UserId(int(u)) for batch in replies for u in batch)
             full = zip(shards, replies, strict=True)
             shards = [shard for shard, batch in full if len(batch) == self._batch]

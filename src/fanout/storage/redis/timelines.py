@@ -52,14 +52,13 @@ from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
 from redis.typing import EncodableT
 
 from fanout.accounts.model import UserId
 from fanout.feed.model import Entry, Position, PostId, trim_slack
 from fanout.storage.redis import keys
 from fanout.storage.redis import timeline_scripts as scripts
-from fanout.storage.redis.connection import guard
+from fanout.storage.redis.connection import guard, run_scripts
 
 __all__ = ["RedisTimelineStore"]
 
@@ -190,21 +189,9 @@ class RedisTimelineStore:
         calls: Sequence[tuple[Sequence[bytes], Sequence[EncodableT]]],
         what: str,
     ) -> None:
-        """Run ``script`` once per (KEYS, ARGV) call, all pipelined in one round trip; a server
-        that lost the script gets it loaded and the calls again (every script is idempotent)."""
+        """Run ``script`` once per (KEYS, ARGV) call, all pipelined in one round trip."""
         async with guard(what):
-            for attempt in range(2):
-                pipe = self._client.pipeline(transaction=False)
-                for call_keys, args in calls:
-                    pipe.evalsha(script.sha, len(call_keys), *call_keys, *args)
-                replies = await pipe.execute(raise_on_error=False)
-                errors = [reply for reply in replies if isinstance(reply, Exception)]
-                if not errors:
-                    return
-                if attempt == 0 and all(isinstance(error, NoScriptError) for error in errors):
-                    script.sha = await self._client.script_load(script.script)
-                    continue
-                raise errors[0]
+            await run_scripts(self._client, [(script, k, args) for k, args in calls])
 
     async def add(
         self, owner: UserId, entries: Sequence[Entry], floor: Position | None = None
