@@ -18,10 +18,13 @@ Contract:
 * :meth:`release` takes the connection back, ``reusable=False`` when the block using it failed
   in a way that may leave the session busy or unknown (a cancelled or timed-out query, a driver
   failure). Such a connection, and one still inside a transaction, is never handed out again:
-  it is closed in the background — asyncpg first sends the server the cancel request of a
-  query it abandoned, so the statement stops instead of running on, holding its locks — and
-  its slot stays taken until it is gone (``RETIRE_TIMEOUT_S`` at most), so the server never
-  has more of the pool's sessions than ``max_size``. Then a waiter opens a new one in it.
+  it is closed in the background: a ``SELECT 1`` on it first waits for asyncpg's cancel of a
+  query it abandoned to be acknowledged (so the statement stops instead of running on,
+  holding its locks), then its socket is closed, which ends an idle session at once. (A
+  polite ``close()`` there sometimes waited for the server's goodbye past the session's end,
+  holding the slot for its whole deadline.) Its slot stays taken until it is gone
+  (``RETIRE_TIMEOUT_S`` at most), so the server never has more of the pool's sessions than
+  ``max_size``. Then a waiter opens a new one in it.
 * :meth:`close` refuses new acquires (``asyncpg.InterfaceError``, as a closed asyncpg pool),
   waits for the connections in use to come back and closes them all; :meth:`terminate` drops
   everything at once.
@@ -196,11 +199,11 @@ class ConnectionPool:
         async def close_it() -> None:
             try:
                 async with asyncio.timeout(RETIRE_TIMEOUT_S):
-                    await conn.close()
-            except Exception:  # it could not close politely: terminated below, nothing lost
+                    await conn.execute("SELECT 1")  # after any cancel it waits for
+            except Exception:  # a broken session: closing it is all there is to do
                 pass
             finally:
-                self._drop(conn)
+                self._drop(conn)  # the socket closed: the server ends the session
                 self._free_slot()
 
         task = asyncio.get_running_loop().create_task(close_it())
