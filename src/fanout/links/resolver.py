@@ -72,7 +72,9 @@ class Resolver:
         self._clock = clock
         self._positive_ttl_s = positive_ttl_s
         self._feed = feed
-        self._lru: OrderedDict[str, tuple[float, Link | None, int]] = OrderedDict()
+        # By code: until when it is trusted, the link (None: no such code), its cost in bytes
+        # and the answer while the link is live (built once: ~0.7 µs a redirect otherwise).
+        self._lru: OrderedDict[str, tuple[float, Link | None, int, Resolution]] = OrderedDict()
         self._bytes = 0
         self._epoch = 0
         self.hits = 0
@@ -99,12 +101,14 @@ class Resolver:
         now = self._clock.monotonic()
         entry = self._lru.get(code)
         if entry is not None and entry[0] > now:
-            link, hit = entry[1], True
+            hit = True
         elif self._get_now is not None:
-            link, hit = self._get_now(code), False
-            self._remember(code, link, now)  # nothing can change it meanwhile: no await
+            hit = False
+            # Nothing can change it meanwhile: no await.
+            entry = self._remember(code, self._get_now(code), now)
         else:
             return None
+        link = entry[1]
         if link is None:
             answer = _UNKNOWN
         elif link.gone(self._clock.now_ms()):
@@ -112,7 +116,7 @@ class Resolver:
         elif visit and link.max_visits is not None:
             return None
         else:
-            answer = Resolution(Outcome.REDIRECT, link)
+            answer = entry[3]
         self.lookups += 1
         if hit:
             self.hits += 1
@@ -158,14 +162,19 @@ class Resolver:
             with contextlib.suppress(Unavailable):  # an outage only costs cache misses
                 await self._cache.put(code, link, ttl_s, replace=replace)
 
-    def _remember(self, code: str, link: Link | None, now: float) -> None:
+    def _remember(
+        self, code: str, link: Link | None, now: float
+    ) -> tuple[float, Link | None, int, Resolution]:
         self._drop(code)
         cost = ENTRY_OVERHEAD_B + len(code) + (len(link.url) if link else 0)
-        self._lru[code] = (now + (self._positive_ttl_s if link else NEGATIVE_TTL_S), link, cost)
+        ttl_s = self._positive_ttl_s if link else NEGATIVE_TTL_S
+        answer = Resolution(Outcome.REDIRECT, link) if link else _UNKNOWN
+        entry = self._lru[code] = (now + ttl_s, link, cost, answer)
         self._bytes += cost
         while self._bytes > LRU_BYTES:
-            _, (_, _, old) = self._lru.popitem(last=False)
+            _, (_, _, old, _) = self._lru.popitem(last=False)
             self._bytes -= old
+        return entry
 
     def _drop(self, code: str) -> None:
         entry = self._lru.pop(code, None)
