@@ -180,6 +180,61 @@ async def test_answers_made_in_a_read_precede_a_bad_request_in_it(
     assert await asyncio.wait_for(conn.reader.read(), 5) == b""  # then uvicorn closed it
 
 
+async def test_what_waits_for_the_store_is_answered_here_in_order(
+    linked: tuple[httpx.AsyncClient, str, str], conn: Conn, asgi_calls: list[str]
+) -> None:
+    """A visit of a limited link (the store counts it) and a code this process never saw
+    (scaled: Redis, then PostgreSQL) are resolved in a task of the protocol's; what was
+    pipelined behind them waits in uvicorn's queue and is answered after them."""
+    client, token, code = linked
+    auth = {"Authorization": f"Bearer {token}"}
+    made = await client.post("/v1/links", headers=auth,
+                             json={"url": "https://example.com/l", "max_visits": 2})  # fmt: skip
+    limited = made.json()["code"]
+    fresh = (await client.post("/v1/links", headers=auth,
+                               json={"url": "https://example.com/f"})).json()["code"]  # fmt: skip
+    assert (await client.get(f"/{code}")).status_code == 302  # cached from here on
+    calls = len(asgi_calls)
+    human = "User-Agent: Mozilla/5.0 Firefox"  # bots are not in the stats' total
+    conn.send(get(f"/{limited}", human))
+    assert (await conn.answer())[0] == 302
+    conn.send(get(f"/{fresh}"))
+    status, headers, _ = await conn.answer()
+    assert (status, headers["location"]) == (302, "https://example.com/f")
+    assert len(asgi_calls) == calls  # both answered here
+    # Pipelined behind a visit being counted: uvicorn holds the rest until it is answered.
+    requests = [get(f"/{limited}", human), get(f"/{code}"), get("/healthz"),
+                get(f"/{limited}", human), get(f"/{fresh}")]  # fmt: skip
+    conn.send(*requests)
+    assert [(await conn.answer())[0] for _ in requests] == [302, 302, 200, 410, 302]
+    stats: dict[str, Any] = {}
+    for _ in range(400):
+        stats = (await client.get(f"/v1/links/{limited}/stats", headers=auth)).json()
+        if stats["total"] >= 2:
+            break
+        await asyncio.sleep(0.025)
+    assert stats["total"] == 2  # the two visits, each counted once
+
+
+async def test_a_failed_resolution_answers_500_and_closes_like_uvicorn(
+    linked: tuple[httpx.AsyncClient, str, str], conn: Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, token, _ = linked
+    limited = (await client.post("/v1/links", headers={"Authorization": f"Bearer {token}"},
+                                 json={"url": "https://example.com/l", "max_visits": 5})
+               ).json()["code"]  # fmt: skip
+
+    async def failing(*_: object) -> object:
+        raise RuntimeError("the store is on fire")
+
+    monkeypatch.setattr(RedirectApp, "answer_resolved", failing)
+    conn.send(get(f"/{limited}"), get("/healthz"))
+    status, headers, body = await conn.answer()
+    assert (status, headers["connection"], body) == (500, "close", b"Internal Server Error")
+    assert await asyncio.wait_for(conn.reader.read(), 5) == b""  # closed, the rest dropped
+    assert (await client.get("/healthz")).status_code == 200  # the server carries on
+
+
 @pytest.mark.parametrize("server_options", [{"timeout_keep_alive": 0.3}])
 async def test_a_request_left_to_uvicorn_is_not_cut_by_the_keep_alive_timer(
     linked: tuple[httpx.AsyncClient, str, str], conn: Conn

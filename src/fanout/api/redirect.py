@@ -107,6 +107,10 @@ class RedirectApp:
         self._profiles: dict[tuple[str, bytes, bytes, bytes], _Profile] = {}
         self._profiled: Platform | None = None
 
+    def platform(self) -> Platform | None:
+        """The running platform, or ``None`` before it started (the app answers 503 then)."""
+        return self._platform()
+
     def code_of(self, method: str, path: str) -> str | None:
         """The code a request asks to be redirected by, or ``None`` if it is not one."""
         if method != "GET" and method != "HEAD":
@@ -128,11 +132,7 @@ class RedirectApp:
         # (the path a server without uvicorn's protocol, granian, takes for every redirect).
         response = self.answer_cached(scope, code, head)  # its click, if any, already queued
         if response is None:
-            resolution = await platform.resolver.resolve(code, visit=not head)
-            now_ms = platform.clock.now_ms()
-            response = self._response(resolution, code, head, now_ms)
-            if response.click is not None:
-                click = self._click(scope, response.click, platform, now_ms)
+            response, click = await self.answer_resolved(platform, scope, code, head)
         await send({"type": "http.response.start", "status": response.status,
                     "headers": response.headers})  # fmt: skip
         await send({"type": "http.response.body", "body": response.body})
@@ -155,6 +155,19 @@ class RedirectApp:
         if response.click is not None:
             platform.click_sink.add_nowait(self._click(scope, response.click, platform, now_ms))
         return response
+
+    async def answer_resolved(
+        self, platform: Platform, scope: Mapping[str, Any], code: str, head: bool
+    ) -> tuple[Response, Click | None]:
+        """The answer for ``code`` once resolved (shared cache, store, a limited link's visit),
+        and its click, for the caller to hand to the sink after answering (the sink may make
+        it wait for room)."""
+        resolution = await platform.resolver.resolve(code, visit=not head)
+        now_ms = platform.clock.now_ms()
+        response = self._response(resolution, code, head, now_ms)
+        if response.click is None:
+            return response, None
+        return response, self._click(scope, response.click, platform, now_ms)
 
     def _response(self, resolution: Resolution, code: str, head: bool, now_ms: int) -> Response:
         link = resolution.link

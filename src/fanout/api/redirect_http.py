@@ -20,6 +20,12 @@ loop at 30 000 redirects/s): armed by an answer made here and not already runnin
 the connection if nothing was read since it was armed and no request is in flight, else waits
 once more. So a connection closes between one and two timeouts after it fell silent.
 
+A redirect this process cannot answer at once (a code not cached here, a visit of a limited
+link, a full click queue) is answered from here too, once resolved: a task of this protocol's
+stands in for uvicorn's request cycle meanwhile, so uvicorn queues whatever the client sends
+behind it as behind any request in flight, and starts it when the answer is written. A failed
+resolution answers 500 and closes the connection, as uvicorn does for an app's exception.
+
 A request takes uvicorn's path whenever this one could change what a client sees: another
 response of the connection still in flight or queued (pipelined answers keep their order), a
 congested socket (uvicorn waits for it to drain), a request that is not keep-alive HTTP/1.1,
@@ -29,14 +35,39 @@ has a body or asks for an upgrade, a percent-encoded path, a concurrency limit s
 from __future__ import annotations
 
 import asyncio
-from typing import ClassVar
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from fanout.api.redirect import RedirectApp, Response
 from fanout.api.websocket_loop import Flush
 
+if TYPE_CHECKING:
+    from fanout.bootstrap import Platform
+
 __all__ = ["RedirectHttpProtocol"]
+
+log = logging.getLogger(__name__)
+
+_FAILED = (
+    b"content-type: text/plain; charset=utf-8\r\ncontent-length: 21\r\nconnection: close\r\n"
+    b"\r\nInternal Server Error"
+)
+
+
+class _Resolving:
+    """Stands in for uvicorn's request cycle while a redirect is resolved: uvicorn queues
+    what the connection sends next behind it, and a shutdown asks it not to keep alive."""
+
+    __slots__ = ("disconnected", "keep_alive", "response_complete")
+    message_event = asyncio.Event()  # never awaited: uvicorn only sets it when the client goes
+
+    def __init__(self) -> None:
+        self.response_complete = False
+        self.disconnected = False
+        self.keep_alive = True
 
 
 class RedirectHttpProtocol(HttpToolsProtocol):
@@ -111,12 +142,18 @@ class RedirectHttpProtocol(HttpToolsProtocol):
         scope = self.scope  # the headers and client uvicorn collected; what a click needs
         scope["method"] = method
         scope["query_string"] = query
+        head = method == "HEAD"
         try:
-            response = redirects.answer_cached(scope, code, method == "HEAD")
+            response = redirects.answer_cached(scope, code, head)
         except Exception:  # a store that failed: the ASGI path tries again, and reports it
             return False
         if response is None:
-            return False
+            platform = redirects.platform()
+            if platform is None:
+                return False
+            self._answered = True
+            self._resolve(platform, scope, code, head)
+            return True
         self._answered = True
         unsent = self._unsent
         if unsent is None:
@@ -129,6 +166,48 @@ class RedirectHttpProtocol(HttpToolsProtocol):
             self._idle = self.loop.call_later(self.timeout_keep_alive, self._idle_check,
                                               self._reads)  # fmt: skip
         return True
+
+    def _resolve(self, platform: Platform, scope: Mapping[str, Any], code: str, head: bool) -> None:
+        """Answer this request once ``code`` is resolved, in a task standing for its cycle."""
+        resolving = _Resolving()
+        self.cycle = resolving  # type: ignore[assignment]  # what uvicorn reads of a cycle
+        task = self.loop.create_task(self._answer_later(resolving, platform, scope, code, head))
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)  # a graceful shutdown waits for it
+
+    async def _answer_later(
+        self,
+        resolving: _Resolving,
+        platform: Platform,
+        scope: Mapping[str, Any],
+        code: str,
+        head: bool,
+    ) -> None:
+        redirects = self.redirects
+        assert redirects is not None
+        click = None
+        try:
+            response, click = await redirects.answer_resolved(platform, scope, code, head)
+            answer = self._encode(response, head)
+        except Exception:
+            log.exception("resolving redirect %r failed", code)
+            answer = b"".join((STATUS_LINE[500], self._default_headers(), _FAILED))
+            resolving.keep_alive = False
+        resolving.response_complete = True
+        if not self.transport.is_closing():
+            if self._unsent is None:
+                self._unsent = [answer]
+                self._flush.soon(self)
+            else:
+                self._unsent.append(answer)
+            if self.pipeline or not resolving.keep_alive:
+                self.flush()  # before uvicorn starts the next request, or the close
+            if resolving.keep_alive:
+                self.on_response_complete()  # reading resumed, the next request started
+            else:
+                self.transport.close()
+        if click is not None:  # the sink may make it wait for room: after answering
+            await platform.click_sink.add(click)
 
     def _idle_check(self, reads: int) -> None:
         """Close the connection if it stayed silent since ``reads`` with nothing in flight."""
