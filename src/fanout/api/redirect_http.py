@@ -1,12 +1,12 @@
-"""Cached redirects answered inside uvicorn's HTTP protocol, before any ASGI request exists.
+"""Redirects answered inside uvicorn's HTTP protocol, before any ASGI request exists.
 
 ``fanout serve`` hands uvicorn :class:`RedirectHttpProtocol` (``http=``). When the request
 headers are in and the request is a ``GET``/``HEAD`` of a code whose answer this process has
 cached (:meth:`RedirectApp.answer_cached`), the response is written to the socket from here: no
 request-response cycle, no task, no ASGI messages — the per-request machinery that costs
-uvicorn most of its time on a redirect. Anything else goes through uvicorn unchanged, and so
-through ASGI, where :class:`RedirectApp` answers what this path could not (a cache miss, a
-visit of a limited link, a full click queue) with the same code.
+uvicorn most of its time on a redirect; one that must wait for the store is answered from
+here once resolved (below). Anything else goes through uvicorn unchanged, and so through ASGI,
+where :class:`RedirectApp` answers redirects this path leaves to it with the same code.
 
 Answers are written when the loop iteration that made them ends (``Flush``), all of them in a
 row: written one by one between the parsing of the next requests, each write woke the load
@@ -155,17 +155,22 @@ class RedirectHttpProtocol(HttpToolsProtocol):
             self._resolve(platform, scope, code, head)
             return True
         self._answered = True
-        unsent = self._unsent
-        if unsent is None:
-            self._unsent = [self._encode(response, method == "HEAD")]
-            self._flush.soon(self)
-        else:  # pipelined requests answered in the same read
-            unsent.append(self._encode(response, method == "HEAD"))
+        self._queue(self._encode(response, head))
         self.server_state.total_requests += 1  # as uvicorn counts a response
         if self._idle is None:
-            self._idle = self.loop.call_later(self.timeout_keep_alive, self._idle_check,
-                                              self._reads)  # fmt: skip
+            self._arm_idle()
         return True
+
+    def _queue(self, answer: bytes) -> None:
+        """Write ``answer`` when this loop iteration ends, after those queued before it."""
+        if self._unsent is None:
+            self._unsent = [answer]
+            self._flush.soon(self)
+        else:  # pipelined requests answered in the same read
+            self._unsent.append(answer)
+
+    def _arm_idle(self) -> None:
+        self._idle = self.loop.call_later(self.timeout_keep_alive, self._idle_check, self._reads)
 
     def _resolve(self, platform: Platform, scope: Mapping[str, Any], code: str, head: bool) -> None:
         """Answer this request once ``code`` is resolved, in a task standing for its cycle."""
@@ -195,11 +200,7 @@ class RedirectHttpProtocol(HttpToolsProtocol):
             resolving.keep_alive = False
         resolving.response_complete = True
         if not self.transport.is_closing():
-            if self._unsent is None:
-                self._unsent = [answer]
-                self._flush.soon(self)
-            else:
-                self._unsent.append(answer)
+            self._queue(answer)
             if self.pipeline or not resolving.keep_alive:
                 self.flush()  # before uvicorn starts the next request, or the close
             if resolving.keep_alive:
@@ -216,8 +217,7 @@ class RedirectHttpProtocol(HttpToolsProtocol):
             return
         cycle = self.cycle
         if reads != self._reads or self.pipeline or (cycle and not cycle.response_complete):
-            self._idle = self.loop.call_later(self.timeout_keep_alive, self._idle_check,
-                                              self._reads)  # fmt: skip
+            self._arm_idle()
         else:
             self.flush()
             self.transport.close()
