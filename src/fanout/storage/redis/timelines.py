@@ -32,11 +32,12 @@ one key, and the floor can never disagree with the entries.
 **Fan-out is server-side.** :meth:`RedisTimelineStore.push_many` groups the entries of many
 posts by timeline and sends the timelines in script calls of up to ``MAX_KEYS_PER_CALL`` keys
 and ``MAX_ENTRIES_PER_CALL`` entries — per timeline one ZADD of all its new entries, and ZCARD
-when one was new — pipelined, 64 calls a round trip (:meth:`~RedisTimelineStore.push` is one
-post's). On a Redis Cluster (``cluster=True``) a call may only touch one slot, so owners are
-split by hash tag: one call per tag present (:func:`keys.timeline_groups`). One server takes
-any keys in a call: one call where a cluster needs ~31 (measured: 25-37 % more timeline
-writes/s at a median of 200 followers, ``fanout bench feed``).
+when one was new — pipelined, 16 calls a round trip, three round trips in flight
+(:meth:`~RedisTimelineStore.push` is one post's). On a Redis Cluster (``cluster=True``) a
+call may only touch one slot, so owners are split by hash tag: one call per tag present
+(:func:`keys.timeline_groups`). One server takes any keys in a call: one call where a cluster
+needs ~31 (measured: 25-37 % more timeline writes/s at a median of 200 followers, ``fanout
+bench feed``).
 A timeline holding more than ``cap + slack`` members besides the marker is trimmed in the same
 script: the oldest go, down to ``cap``, and the marker moves up to the newest entry removed.
 One trim per ``slack`` pushes, not per push.
@@ -47,6 +48,7 @@ and the call is repeated once after loading them — safe, as every script here 
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Sequence
 
@@ -55,6 +57,7 @@ from redis.commands.core import AsyncScript
 from redis.typing import EncodableT
 
 from fanout.accounts.model import UserId
+from fanout.core.concurrency import at_most
 from fanout.feed.model import Entry, Position, PostId, trim_slack
 from fanout.storage.redis import keys
 from fanout.storage.redis import timeline_scripts as scripts
@@ -69,9 +72,15 @@ MAX_KEYS_PER_CALL = 512
 # Entries per script call: a call of pushes batched per timeline (~2.5 µs an entry) stays near
 # 2.5 ms too.
 MAX_ENTRIES_PER_CALL = 1_024
-# Script calls per round trip of a push_many: at most ~65 000 entries (~0.15 s of Redis), so
-# each round trip has its own deadline (``OP_TIMEOUT_S``) and a payload of ~2 MB.
-CALLS_PER_ROUND_TRIP = 64
+# Script calls per round trip of a push_many: at most ~16 000 entries (~40 ms of Redis), so
+# each round trip has its own deadline (``OP_TIMEOUT_S``) and a payload of ~0.5 MB.
+CALLS_PER_ROUND_TRIP = 16
+# Round trips of a push_many in flight at once (each on its own pooled connection): Redis runs
+# one while the client packs the next and reads the last one's replies, instead of idling
+# through them. A pass's calls hold disjoint timelines, so their order does not matter.
+# Measured (``fanout bench feed --strategies push``): 64 calls a round trip one at a time kept
+# Redis ~80 % busy in a drain.
+ROUND_TRIPS_AT_ONCE = 3
 _ID = struct.Struct(">Q")  # a post id as a member: 8 bytes, big-endian
 _PAD = b"\x00" * 57  # a long floor marker: the floor's id, then these (65 bytes in all)
 
@@ -146,7 +155,7 @@ class RedisTimelineStore:
         """Every push at once: one ZADD per timeline holding all of its new entries, in script
         calls of at most ``MAX_KEYS_PER_CALL`` timelines and ``MAX_ENTRIES_PER_CALL`` entries
         (a timeline's entries are never split), pipelined ``CALLS_PER_ROUND_TRIP`` a round
-        trip."""
+        trip, ``ROUND_TRIPS_AT_ONCE`` round trips at once."""
         by_owner: dict[int, list[EncodableT]] = {}
         for entry, owners in pushes:
             # Bytes, not ints: hiredis packs a bytes argument in about half the time.
@@ -180,8 +189,11 @@ class RedisTimelineStore:
                 args += flat
                 entries += n
             calls.append((call_keys, args))
-        for i in range(0, len(calls), CALLS_PER_ROUND_TRIP):
-            await self._run(self._push, calls[i : i + CALLS_PER_ROUND_TRIP], "timeline push")
+        await at_most(ROUND_TRIPS_AT_ONCE, (
+            functools.partial(self._run, self._push, calls[i : i + CALLS_PER_ROUND_TRIP],
+                              "timeline push")
+            for i in range(0, len(calls), CALLS_PER_ROUND_TRIP)
+        ))  # fmt: skip
 
     async def _run(
         self,
