@@ -349,3 +349,59 @@ async def test_batch_handlers_fall_back_to_single_records_around_poison(
     assert sum(batches) == 5  # later batches go whole again
     dead = await log.read(TOPIC + DLQ_SUFFIX, "x", "c", partition_for("k", PARTITIONS), 10)
     assert [r.payload for r in dead] == [b"poison"]
+
+
+class _CountingReads:
+    """A log whose reads are counted (the rest passes through)."""
+
+    def __init__(self, log) -> None:  # type: ignore[no-untyped-def]
+        self._log = log
+        self.reads = 0
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self._log, name)
+
+    async def read(self, *args):  # type: ignore[no-untyped-def]
+        self.reads += 1
+        return await self._log.read(*args)
+
+
+async def _handled_and_reads(log, topic: str, linger_s: float) -> tuple[list[bytes], int]:  # type: ignore[no-untyped-def]
+    """Publish 40 records one by one under a running consumer of ``topic``: what it handled,
+    and how many reads that took beyond its idle polling."""
+    seen: list[bytes] = []
+    counting = _CountingReads(log)
+
+    async def handler(record: LogRecord) -> None:
+        seen.append(record.payload)
+
+    sub = Subscription(topic, GROUP, handler, linger_s=linger_s)
+    runner = ConsumerRunner(counting, [sub], "c")  # type: ignore[arg-type]
+    await runner.start()
+    try:
+        await wait_until(lambda: len(runner.owned_partitions(sub)) == PARTITIONS)
+        idle = counting.reads
+        for i in range(40):
+            await log.publish(topic, "k", b"%d" % i)
+            await asyncio.sleep(0.01)
+        await wait_until(lambda: len(seen) == 40)
+        return seen, counting.reads - idle
+    finally:
+        await runner.stop()
+
+
+async def test_a_lingering_subscription_reads_records_that_trickle_in_batches(
+    make_log: LogFactory,
+) -> None:
+    """Records published one by one are each handled once and in order either way; with
+    ``linger_s`` a partition is read again only after that pause, so they come in far fewer
+    reads (each a claim and an acknowledgement) than records, and the partitions they do not
+    go to do not read in vain on each one."""
+    log = await make_log()
+    at_once, at_once_reads = await _handled_and_reads(log, f"{TOPIC}.at-once", 0.0)
+    lingering, lingering_reads = await _handled_and_reads(log, f"{TOPIC}.lingering", 0.2)
+    assert at_once == lingering == [b"%d" % i for i in range(40)]
+    assert (
+        await log.lag(f"{TOPIC}.at-once", GROUP) == await log.lag(f"{TOPIC}.lingering", GROUP) == 0
+    )
+    assert lingering_reads * 3 < at_once_reads, (lingering_reads, at_once_reads)

@@ -46,6 +46,11 @@ class Subscription:
     handler: Handler
     batch: int = 100  # records fetched per read
     batch_handler: BatchHandler | None = None
+    # After a batch short of ``batch``, or a wait for new records, pause this long before
+    # reading the partition again, so that records arriving one by one are read (claimed,
+    # acknowledged) in batches, and a partition woken by another's record does not read in
+    # vain each time: for consumers whose records may wait that long. 0: read at once.
+    linger_s: float = 0.0
 
 
 class ConsumerRunner:
@@ -151,10 +156,14 @@ class ConsumerRunner:
                 log.exception("reading %s[%d] failed; retrying", sub.topic, partition)
                 await asyncio.sleep(IDLE_WAIT_S)
                 continue
-            if not records:
-                await self._log.wait(sub.topic, IDLE_WAIT_S)
-                continue
-            await self._handle_batch(sub, records)
+            if records:
+                await self._handle_batch(sub, records)
+                if len(records) == sub.batch:
+                    continue  # more may be waiting: read on at once
+            else:
+                await self._log.wait(sub.topic, IDLE_WAIT_S)  # woken by any partition's record
+            if sub.linger_s > 0:
+                await asyncio.sleep(sub.linger_s)
 
     async def _handle_batch(self, sub: Subscription, records: list[LogRecord]) -> None:
         if sub.batch_handler is not None and not self._stopping.is_set():
