@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from typing import Any
 
 from fanout.core.consumer import ConsumerRunner, Subscription
-from fanout.core.log import DLQ_SUFFIX, LogRecord
+from fanout.core.log import DLQ_SUFFIX, Log, LogRecord
 from fanout.core.partition import partition_for
 from tests.contract.conftest import PARTITIONS, LogFactory
 
@@ -354,19 +355,19 @@ async def test_batch_handlers_fall_back_to_single_records_around_poison(
 class _CountingReads:
     """A log whose reads are counted (the rest passes through)."""
 
-    def __init__(self, log) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, log: Log) -> None:
         self._log = log
         self.reads = 0
 
-    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+    def __getattr__(self, name: str) -> Any:
         return getattr(self._log, name)
 
-    async def read(self, *args):  # type: ignore[no-untyped-def]
+    async def read(self, *args: Any) -> list[LogRecord]:
         self.reads += 1
         return await self._log.read(*args)
 
 
-async def _handled_and_reads(log, topic: str, linger_s: float) -> tuple[list[bytes], int]:  # type: ignore[no-untyped-def]
+async def _handled_and_reads(log: Log, topic: str, linger_s: float) -> tuple[list[bytes], int]:
     """Publish 40 records one by one under a running consumer of ``topic``: what it handled,
     and how many reads that took beyond its idle polling."""
     seen: list[bytes] = []
@@ -376,7 +377,7 @@ async def _handled_and_reads(log, topic: str, linger_s: float) -> tuple[list[byt
         seen.append(record.payload)
 
     sub = Subscription(topic, GROUP, handler, linger_s=linger_s)
-    runner = ConsumerRunner(counting, [sub], "c")  # type: ignore[arg-type]
+    runner = ConsumerRunner(counting, [sub], "c")  # type: ignore[arg-type]  # a Log by delegation
     await runner.start()
     try:
         await wait_until(lambda: len(runner.owned_partitions(sub)) == PARTITIONS)

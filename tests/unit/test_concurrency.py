@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -45,7 +47,31 @@ async def test_the_first_failure_is_raised_as_itself_and_stops_the_rest() -> Non
     started = [i for what, i in log if what == "start"]
     assert started == list(range(len(started))) and len(started) < 20  # the rest never start
     assert running[0] == 0  # nothing left running behind the caller's back
-    assert ("end", 4) not in log
+
+
+async def test_a_failure_after_the_last_start_stops_the_jobs_still_running() -> None:
+    log: list[tuple[str, int]] = []
+    running = [0, 0]
+    with pytest.raises(LookupError):
+        await at_most(5, [*_jobs(2, log, running, fail=0), lambda: asyncio.sleep(10)])
+    assert running[0] == 0 and len(asyncio.all_tasks()) == 1  # the sleeper was cancelled
+
+
+async def test_jobs_failing_together_raise_the_earliest_and_leave_no_error_unread() -> None:
+    unread: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _, context: unread.append(context))
+
+    async def fail(i: int) -> None:
+        await asyncio.sleep(0.01)
+        raise LookupError(i)
+
+    with pytest.raises(LookupError) as caught:
+        await at_most(3, [lambda i=i: fail(i) for i in range(3)])
+    assert caught.value.args == (0,)
+    del caught  # its traceback holds at_most's frame, and so the tasks
+    gc.collect()  # an error never read is reported when its task is collected
+    await asyncio.sleep(0)
+    assert unread == []
 
 
 async def test_cancelling_the_caller_cancels_the_running_jobs() -> None:

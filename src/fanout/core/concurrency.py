@@ -11,24 +11,35 @@ __all__ = ["at_most"]
 async def at_most(limit: int, jobs: Iterable[Callable[[], Awaitable[object]]]) -> None:
     """Run ``jobs`` in their order, at most ``limit`` at once; return when all are done.
 
-    The first failure cancels the jobs still running and is raised as itself (not wrapped in an
-    exception group, as ``asyncio.TaskGroup`` would), so callers keep catching what a job
-    raises; jobs not started yet are never started. Cancelling the caller cancels them all.
+    A failure cancels the jobs still running, and jobs not started yet never start; of the
+    jobs found failed together, the earliest one's error is raised as itself (not wrapped in
+    an exception group, as ``asyncio.TaskGroup`` would), so callers keep catching what a job
+    raises, and the others' errors are dropped. Cancelling the caller cancels every job. A job
+    that cancels itself counts as failed: its ``CancelledError`` reaches the caller.
     """
     if limit < 1:
         raise ValueError("limit must be at least 1")
-    running: set[asyncio.Future[object]] = set()
+    running: dict[asyncio.Future[object], int] = {}  # a job's task → its place in ``jobs``
+
+    async def settle(when: str) -> None:
+        done, _ = await asyncio.wait(running, return_when=when)
+        failed: list[tuple[int, BaseException]] = []
+        for task in done:
+            place = running.pop(task)
+            if task.cancelled():
+                failed.append((place, asyncio.CancelledError()))
+            elif (error := task.exception()) is not None:  # read: never "not retrieved"
+                failed.append((place, error))
+        if failed:
+            raise min(failed, key=lambda f: f[0])[1]
+
     try:
-        for job in jobs:
+        for place, job in enumerate(jobs):
             if len(running) >= limit:
-                done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    task.result()
-            running.add(asyncio.ensure_future(job()))
+                await settle(asyncio.FIRST_COMPLETED)
+            running[asyncio.ensure_future(job())] = place
         while running:
-            done, running = await asyncio.wait(running, return_when=asyncio.FIRST_EXCEPTION)
-            for task in done:
-                task.result()
+            await settle(asyncio.FIRST_EXCEPTION)
     finally:
         for task in running:
             task.cancel()

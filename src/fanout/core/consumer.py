@@ -50,6 +50,9 @@ class Subscription:
     # reading the partition again, so that records arriving one by one are read (claimed,
     # acknowledged) in batches, and a partition woken by another's record does not read in
     # vain each time: for consumers whose records may wait that long. 0: read at once.
+    # A log may return fewer than ``batch`` with more waiting (the Redis log reads at most
+    # 1 000, and redeliveries apart): a lingering partition then reads at most ``batch`` or
+    # that many a pause.
     linger_s: float = 0.0
 
 

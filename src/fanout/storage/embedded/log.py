@@ -269,10 +269,10 @@ class SqliteLog:
         undelivered one; everything below it is gone from every group's view. Topics no group
         reads (a ``.dlq`` nobody consumes) are kept. Deletes run in chunks of ``chunk`` rows,
         each its own short write job in the loop's batches, so compaction never holds the
-        writer for long; a partition with nothing below its mark costs no write job. (Chunks
-        offloaded to a thread, a job for every partition of every topic, stalled a busy loop
-        at each hand-over: at 1 500 msg/s a round took ~300 ms, with loop stalls of 12-26 ms.)
+        writer for long; a partition with nothing below its mark costs no write job.
         """
+        # Not offloaded: a thread's job for every partition of every topic stalled a busy loop
+        # at each hand-over (docs/benchmarks.md, chat, session 18).
 
         def marks(conn: sqlite3.Connection) -> list[tuple[str, int, int, int | None]]:
             return conn.execute(

@@ -147,8 +147,9 @@ class RedisTimelineStore:
         await self._run(script, [(call, args) for call in calls], what)
 
     async def push(self, entry: Entry, owners: Sequence[UserId]) -> None:
-        """Add ``entry`` to every owner's timeline in one round trip; idempotent. An owner whose
-        floor is at or above the entry never sees it (it sorts below the marker)."""
+        """Add ``entry`` to every owner's timeline in pipelined script calls (as
+        :meth:`push_many`); idempotent. An owner whose floor is at or above the entry never
+        sees it (it sorts below the marker)."""
         await self.push_many([(entry, owners)])
 
     async def push_many(self, pushes: Sequence[tuple[Entry, Sequence[UserId]]]) -> None:
