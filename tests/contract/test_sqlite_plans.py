@@ -64,3 +64,28 @@ async def test_indexing_pending_messages_does_not_scan_the_history(tmp_path: Pat
     # Scanning 20 000 messages costs hundreds of thousands of steps; a lookup by id, a few
     # hundred (the FTS5 insert itself included).
     assert large < small + 2_000, (small, large)
+
+
+def _read_events_after(conn: sqlite3.Connection, other_events: int) -> int:
+    """Steps to read one channel's 10 events after seq 5, beside ``other_events`` of another."""
+    conn.execute("BEGIN")
+    rows = [(1, seq, seq, b"{}") for seq in range(1, 21)]
+    rows += [(2, seq, seq, b"{}") for seq in range(1, other_events + 1)]
+    conn.executemany(
+        "INSERT INTO chat_events (channel_id, seq, msg_no, body) VALUES (?, ?, ?, ?)", rows
+    )
+    steps = _steps(
+        conn, "SELECT body FROM chat_events WHERE channel_id = 1 AND seq > 5 ORDER BY seq LIMIT 10"
+    )
+    conn.execute("ROLLBACK")
+    return steps
+
+
+async def test_reading_a_channels_events_does_not_scan_other_channels(tmp_path: Path) -> None:
+    conn = await _database(tmp_path / "plans.sqlite3")
+    try:
+        small = _read_events_after(conn, 10)
+        large = _read_events_after(conn, 20_000)
+    finally:
+        conn.close()
+    assert large < small + 500, (small, large)
