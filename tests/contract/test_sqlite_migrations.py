@@ -18,17 +18,18 @@ async def test_chat_events_keep_their_rows_and_key_when_moved_to_a_rowid_table(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "old.sqlite3"
-    before = [m for m in migrations.discover(engine_module.MIGRATIONS_PACKAGE)
-              if m.version < EVENTS_BY_ROW]  # fmt: skip
+    found = migrations.discover(engine_module.MIGRATIONS_PACKAGE)
+    before = [m for m in found if m.version < EVENTS_BY_ROW]
     with monkeypatch.context() as patch:
         patch.setattr(engine_module, "discover", lambda package: before)
         old = SqliteEngine(path)
         await old.start()
         await old.close()
-    rows = [(channel, seq, seq, b'{"seq":%d}' % seq) for channel in (1, 2) for seq in (3, 1, 2)]
+    rows = [(ch, seq, seq * 10, b'{"seq":%d}' % seq) for ch in (1, 2) for seq in (3, 1, 2)]
     conn = sqlite3.connect(path, isolation_level=None)
-    conn.executemany("INSERT INTO chat_events (channel_id, seq, msg_no, body) VALUES (?, ?, ?, ?)",
-                     rows)  # fmt: skip
+    conn.executemany(
+        "INSERT INTO chat_events (channel_id, seq, msg_no, body) VALUES (?, ?, ?, ?)", rows
+    )
     conn.close()
 
     new = SqliteEngine(path)
@@ -40,6 +41,7 @@ async def test_chat_events_keep_their_rows_and_key_when_moved_to_a_rowid_table(
             "SELECT channel_id, seq, msg_no, body FROM chat_events ORDER BY channel_id, seq"
         ).fetchall()
         assert kept == sorted(rows)
+        conn.execute("SELECT rowid FROM chat_events")  # a rowid table now: 0006 ran
         with pytest.raises(sqlite3.IntegrityError):  # (channel_id, seq) is still a key
             conn.execute("INSERT INTO chat_events VALUES (1, 2, 2, x'00')")
     finally:
