@@ -28,16 +28,21 @@ __all__ = ["SqliteMessageStore", "SqliteUploadStore"]
 INDEX_EVERY = 64  # sends per batch moved into the search index
 
 
-def _check_member(tx: WriteTx, channel_id: ChannelId, user: UserId) -> None:
-    """``Forbidden`` unless ``user`` is a member, ``NotFound`` if the channel does not exist:
-    checked in the writing transaction, so a member removed meanwhile cannot slip through."""
-    if tx.execute(
-        "SELECT 1 FROM channel_members WHERE channel_id = ? AND user_id = ?", (channel_id, user)
-    ).fetchone():
-        return
-    if tx.execute("SELECT 1 FROM channels WHERE id = ?", (channel_id,)).fetchone():
-        raise Forbidden("you are not a member of this channel")
-    raise NotFound("channel", channel_id)
+class _Repeat(Exception):
+    """A send's (channel, sender, client_msg_id) is taken: its job is undone, and the stored
+    message is the answer."""
+
+    def __init__(self, message: Message) -> None:
+        self.message = message
+
+
+# The sender's read position moves to its own message; no row means no member. Checked in the
+# writing transaction, so a member removed meanwhile cannot slip through.
+_SENDER_READ = (
+    "UPDATE channel_members SET read_msg_no = CASE WHEN last_read_seq < ?1"
+    " THEN (SELECT msg_count FROM channels WHERE id = ?2) ELSE read_msg_no END,"
+    " last_read_seq = max(last_read_seq, ?1) WHERE channel_id = ?2 AND user_id = ?3 RETURNING 1"
+)
 
 
 # CROSS JOIN fixes the join order: pending ids first, each message looked up by id. Left to
@@ -65,18 +70,15 @@ class SqliteMessageStore:
         m = message
 
         def job(tx: WriteTx) -> tuple[Message, Event | None]:
-            _check_member(tx, m.channel_id, m.sender_id)
-            found = tx.execute(
-                f"SELECT {_MESSAGE} FROM chat_messages"
-                " WHERE channel_id = ? AND sender_id = ? AND client_msg_id = ?",
-                (m.channel_id, m.sender_id, m.client_msg_id),
-            ).fetchone()
-            if found is not None:
-                return message_row(found), None
+            """Written first and checked as it goes — no channel (``NotFound``), not a member
+            (``Forbidden``), a repeat (the stored message) — each undoing the job: two reads
+            fewer per send than checking first, and the same answers in the same order."""
             draft = Message(m.id, m.channel_id, 0, m.sender_id, m.client_msg_id, m.text,
                             m.attachments, m.created_ms)  # fmt: skip
             event = self._events.append(tx, m.channel_id, "message", m.created_ms, message=draft)
             assert event.message is not None
+            if tx.execute(_SENDER_READ, (event.seq, m.channel_id, m.sender_id)).fetchone() is None:
+                raise Forbidden("you are not a member of this channel")
             try:
                 tx.execute(
                     "INSERT INTO chat_messages (id, channel_id, seq, sender_id, client_msg_id,"
@@ -84,7 +86,14 @@ class SqliteMessageStore:
                     (m.id, m.channel_id, event.seq, m.sender_id, m.client_msg_id, m.text,
                      json.dumps(list(m.attachments)), m.created_ms),
                 )  # fmt: skip
-            except sqlite3.IntegrityError as exc:  # the key was looked up above: the id
+            except sqlite3.IntegrityError as exc:
+                found = tx.execute(
+                    f"SELECT {_MESSAGE} FROM chat_messages"
+                    " WHERE channel_id = ? AND sender_id = ? AND client_msg_id = ?",
+                    (m.channel_id, m.sender_id, m.client_msg_id),
+                ).fetchone()
+                if found is not None:
+                    raise _Repeat(message_row(found)) from exc
                 raise Conflict(f"message id {m.id} is taken") from exc
             tx.execute("INSERT INTO chat_search_pending (message_id) VALUES (?)", (m.id,))
             self._sends += 1
@@ -96,15 +105,12 @@ class SqliteMessageStore:
                     " VALUES (?, ?, ?)",
                     [(a, m.id, m.channel_id) for a in m.attachments],
                 )
-            tx.execute(
-                "UPDATE channel_members SET last_read_seq = ?,"
-                " read_msg_no = (SELECT msg_count FROM channels WHERE id = ?)"
-                " WHERE channel_id = ? AND user_id = ? AND last_read_seq < ?",
-                (event.seq, m.channel_id, m.channel_id, m.sender_id, event.seq),
-            )
             return event.message, event
 
-        return await self._engine.write(job)
+        try:
+            return await self._engine.write(job)
+        except _Repeat as repeat:
+            return repeat.message, None
 
     async def get(self, message_id: MessageId) -> Message | None:
         row = await self._engine.read(
