@@ -7,6 +7,7 @@ a large table; these tests count virtual-machine steps, so they fail on a plan t
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 from fanout.storage.embedded.chat_messages import INDEX_PENDING
@@ -31,16 +32,30 @@ def _steps(conn: sqlite3.Connection, sql: str) -> int:
     return count * STEP
 
 
-async def _database(path: Path) -> sqlite3.Connection:
+async def _small_and_large(
+    path: Path, measure: Callable[[sqlite3.Connection, int], int], small: int, large: int
+) -> tuple[int, int]:
+    """``measure`` (steps, with that many rows around what it measures) at ``small`` and at
+    ``large``, each in a transaction rolled back, on a database with the migrated schema."""
     engine = SqliteEngine(path)
-    await engine.start()  # the schema, as migrations make it
+    await engine.start()
     await engine.close()
-    return sqlite3.connect(path, isolation_level=None)
+    conn = sqlite3.connect(path, isolation_level=None)
+    steps = []
+    try:
+        for rows in (small, large):
+            conn.execute("BEGIN")
+            try:
+                steps.append(measure(conn, rows))
+            finally:
+                conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+    return steps[0], steps[1]
 
 
 def _index_one_new_message(conn: sqlite3.Connection, history: int) -> int:
     """Steps to index one pending message with ``history`` messages already indexed."""
-    conn.execute("BEGIN")
     conn.executemany(
         "INSERT INTO chat_messages (id, channel_id, seq, sender_id, client_msg_id, text,"
         " attachments, created_ms) VALUES (?, 1, ?, 1, ?, 'hello', '[]', 0)",
@@ -49,18 +64,12 @@ def _index_one_new_message(conn: sqlite3.Connection, history: int) -> int:
     conn.execute("INSERT INTO chat_search (rowid, text) SELECT id, text FROM chat_messages")
     conn.execute("DELETE FROM chat_search WHERE rowid = ?", (history + 1,))
     conn.execute("INSERT INTO chat_search_pending (message_id) VALUES (?)", (history + 1,))
-    steps = _steps(conn, INDEX_PENDING)
-    conn.execute("ROLLBACK")
-    return steps
+    return _steps(conn, INDEX_PENDING)
 
 
 async def test_indexing_pending_messages_does_not_scan_the_history(tmp_path: Path) -> None:
-    conn = await _database(tmp_path / "plans.sqlite3")
-    try:
-        small = _index_one_new_message(conn, 10)
-        large = _index_one_new_message(conn, 20_000)
-    finally:
-        conn.close()
+    path = tmp_path / "plans.sqlite3"
+    small, large = await _small_and_large(path, _index_one_new_message, 10, 20_000)
     # Scanning 20 000 messages costs hundreds of thousands of steps; a lookup by id, a few
     # hundred (the FTS5 insert itself included).
     assert large < small + 2_000, (small, large)
@@ -68,24 +77,17 @@ async def test_indexing_pending_messages_does_not_scan_the_history(tmp_path: Pat
 
 def _read_events_after(conn: sqlite3.Connection, other_events: int) -> int:
     """Steps to read one channel's 10 events after seq 5, beside ``other_events`` of another."""
-    conn.execute("BEGIN")
     rows = [(1, seq, seq, b"{}") for seq in range(1, 21)]
     rows += [(2, seq, seq, b"{}") for seq in range(1, other_events + 1)]
     conn.executemany(
         "INSERT INTO chat_events (channel_id, seq, msg_no, body) VALUES (?, ?, ?, ?)", rows
     )
-    steps = _steps(
+    return _steps(
         conn, "SELECT body FROM chat_events WHERE channel_id = 1 AND seq > 5 ORDER BY seq LIMIT 10"
     )
-    conn.execute("ROLLBACK")
-    return steps
 
 
 async def test_reading_a_channels_events_does_not_scan_other_channels(tmp_path: Path) -> None:
-    conn = await _database(tmp_path / "plans.sqlite3")
-    try:
-        small = _read_events_after(conn, 10)
-        large = _read_events_after(conn, 20_000)
-    finally:
-        conn.close()
+    path = tmp_path / "plans.sqlite3"
+    small, large = await _small_and_large(path, _read_events_after, 10, 20_000)
     assert large < small + 500, (small, large)
