@@ -341,6 +341,7 @@ async def test_only_members_send_and_a_refused_send_stores_nothing(chat: ChatUnd
     assert (await chat.channels.get(channel.id)).last_seq == 0
     assert await chat.messages.events(channel.id, 0, 10) == ([], False)
     assert await chat.logged(channel.id) == []
+    await chat.send(channel.id, B, "still here?", cmid="b")
     await chat.channels.remove_member(channel.id, B, 1)
     with pytest.raises(Forbidden):  # removed: refused even for a retry of an old id
         await chat.messages.send(chat.draft(channel.id, B, "still here?", cmid="b"))

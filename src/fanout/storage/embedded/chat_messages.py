@@ -33,6 +33,7 @@ class _Repeat(Exception):
     message is the answer."""
 
     def __init__(self, message: Message) -> None:
+        super().__init__(message.id)
         self.message = message
 
 
