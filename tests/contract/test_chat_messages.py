@@ -382,6 +382,14 @@ async def test_sends_made_together_each_get_their_own_outcome(chat: ChatUnderTes
         sent[n] = message
     assert len(sent) == 37
     await same_as_stored(chat, [first.id, second.id], list(sent.values()))
+    for channel_id in (first.id, second.id):  # counters and the sender's read position moved
+        channel = await chat.channels.get(channel_id)
+        assert channel is not None
+        mine = [m for m in sent.values() if m.channel_id == channel_id]
+        assert channel.last_seq == channel.msg_count == len(mine)
+        read = await chat.channels.membership(channel_id, A)
+        assert read is not None
+        assert (read.last_read_seq, read.read_msg_no) == (len(mine), len(mine))
 
 
 async def test_a_taken_id_among_sends_made_together_fails_only_its_send(
