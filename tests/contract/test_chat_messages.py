@@ -390,6 +390,8 @@ async def test_sends_made_together_each_get_their_own_outcome(chat: ChatUnderTes
         read = await chat.channels.membership(channel_id, A)
         assert read is not None
         assert (read.last_read_seq, read.read_msg_no) == (len(mine), len(mine))
+    other = await chat.channels.membership(first.id, B)  # only the sender's position moved
+    assert other is not None and (other.last_read_seq, other.read_msg_no) == (0, 0)
 
 
 async def test_a_taken_id_among_sends_made_together_fails_only_its_send(

@@ -27,11 +27,12 @@ from fanout.storage.postgres.engine import PostgresEngine
 __all__ = ["Send", "Sends"]
 
 SENDS_PER_PASS = 64  # sends joined in one transaction at most: its locks stay short
-# One batch in flight per process: the sends that arrive meanwhile wait for it and go together
-# in the next. With two in flight, a send arriving during one batch started another at once, so
-# batches stayed small and many went alone (~200 µs of PostgreSQL CPU a lone send, ~50 µs a
-# send in batches of eight). Measured, ``fanout bench chat --backends scaled --rate 2000``,
-# four pairs: PostgreSQL 0.43-0.49 cores against 0.50-0.54, p99 29-54 ms against 45-92.
+# One call, lone or joined, in flight per process: the sends that arrive meanwhile wait for it
+# and go together in the next. With two in flight, a send arriving during one call started
+# another at once, so batches stayed small and a third of the calls were lone sends, each
+# paying the per-call price above (measured: docs/benchmarks.md, chat, session 20). The cost: a
+# slow call (a failed batch remade send by send, a wait on a channel's lock) holds up the
+# process's other sends until it ends.
 PASSES_AT_ONCE = 1
 
 _SEND = "SELECT outcome, new_seq FROM chat_send($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
