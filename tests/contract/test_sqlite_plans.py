@@ -10,13 +10,13 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-from fanout.storage.embedded.chat_messages import INDEX_PENDING
+from fanout.storage.embedded.chat_messages import EVENTS_AFTER, INDEX_PENDING
 from fanout.storage.embedded.engine import SqliteEngine
 
 STEP = 100  # VM instructions per progress callback
 
 
-def _steps(conn: sqlite3.Connection, sql: str) -> int:
+def _steps(conn: sqlite3.Connection, sql: str, params: tuple[object, ...] = ()) -> int:
     count = 0
 
     def tick() -> int:
@@ -26,7 +26,7 @@ def _steps(conn: sqlite3.Connection, sql: str) -> int:
 
     conn.set_progress_handler(tick, STEP)
     try:
-        conn.execute(sql).fetchall()  # every row: a query runs only up to its first one
+        conn.execute(sql, params).fetchall()  # every row: a query runs only up to its first one
     finally:
         conn.set_progress_handler(None, STEP)
     return count * STEP
@@ -82,9 +82,7 @@ def _read_events_after(conn: sqlite3.Connection, other_events: int) -> int:
     conn.executemany(
         "INSERT INTO chat_events (channel_id, seq, msg_no, body) VALUES (?, ?, ?, ?)", rows
     )
-    return _steps(
-        conn, "SELECT body FROM chat_events WHERE channel_id = 1 AND seq > 5 ORDER BY seq LIMIT 10"
-    )
+    return _steps(conn, EVENTS_AFTER, (1, 5, 10))
 
 
 async def test_reading_a_channels_events_does_not_scan_other_channels(tmp_path: Path) -> None:

@@ -48,6 +48,9 @@ _SENDER_READ = (
 
 # CROSS JOIN fixes the join order: pending ids first, each message looked up by id. Left to
 # itself, the planner scanned every message and probed the pending table for each.
+# A channel's events after a seq, oldest first: a range of the (channel_id, seq) index
+# (tests/contract/test_sqlite_plans.py keeps it one).
+EVENTS_AFTER = "SELECT body FROM chat_events WHERE channel_id = ? AND seq > ? ORDER BY seq LIMIT ?"
 INDEX_PENDING = (
     "INSERT INTO chat_search (rowid, text) SELECT m.id, m.text FROM chat_search_pending p"
     " CROSS JOIN chat_messages m ON m.id = p.message_id WHERE m.deleted = 0"
@@ -176,11 +179,7 @@ class SqliteMessageStore:
         self, channel_id: ChannelId, after_seq: int, limit: int
     ) -> tuple[list[Event], bool]:
         rows = await self._engine.read(
-            lambda c: c.execute(
-                "SELECT body FROM chat_events WHERE channel_id = ? AND seq > ?"
-                " ORDER BY seq LIMIT ?",
-                (channel_id, after_seq, limit + 1),
-            ).fetchall()
+            lambda c: c.execute(EVENTS_AFTER, (channel_id, after_seq, limit + 1)).fetchall()
         )
         found = [frames.event_of(frames.decode_event(r[0])) for r in rows[:limit]]
         return found, len(rows) > limit
