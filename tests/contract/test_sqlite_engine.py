@@ -7,13 +7,14 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from fanout.core.errors import Unavailable
 from fanout.storage.embedded.accounts import FileSecretStore
-from fanout.storage.embedded.engine import SqliteEngine
+from fanout.storage.embedded.engine import SqliteEngine, WriteTx
 
 
 async def test_writes_racing_close_settle_instead_of_hanging(tmp_path: Path) -> None:
@@ -101,6 +102,30 @@ async def test_an_offloaded_job_leaves_the_loop_serving_and_writes_queue_behind_
         assert order == ["slow", "quick"]
         names = await engine.read(lambda c: c.execute("SELECT name FROM meta").fetchall())
         assert sorted(names) == [("quick",), ("slow",)]
+    finally:
+        await engine.close()
+
+
+async def test_loop_writes_behind_offloaded_ones_never_hang(tmp_path: Path) -> None:
+    """The loop's batch, finding the writer held, waits to be woken by its holder: every
+    interleaving of short offloaded jobs and loop writes finishes, each write once."""
+    engine = SqliteEngine(tmp_path / "e.sqlite3")
+    await engine.start()
+    try:
+        await engine.write(lambda tx: tx.execute("CREATE TABLE n (v INTEGER PRIMARY KEY)"))
+
+        def insert(v: int) -> Callable[[WriteTx], None]:
+            return lambda tx: tx.execute("INSERT INTO n (v) VALUES (?)", (v,)) and None
+
+        writes = []
+        for i in range(300):
+            writes.append(asyncio.create_task(engine.write(insert(2 * i), offload=True)))
+            writes.append(asyncio.create_task(engine.write(insert(2 * i + 1))))
+            if i % 7 == 0:
+                await asyncio.sleep(0)
+        await asyncio.wait_for(asyncio.gather(*writes), timeout=20)
+        rows = await engine.read(lambda c: c.execute("SELECT v FROM n ORDER BY v").fetchall())
+        assert [v for (v,) in rows] == list(range(600))
     finally:
         await engine.close()
 

@@ -29,7 +29,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +50,6 @@ BUSY_TIMEOUT_MS = 5_000
 CHECKPOINT_EVERY_S = 0.5  # the checkpointer's pace
 WAL_RESTART_FRAMES = 4_096  # pages in the WAL past which a checkpoint waits for writes to pause
 WAL_SIZE_LIMIT = 64 * 1_048_576  # bytes the WAL file is cut back to when it starts over
-RETRY_S = 0.0005  # the loop's next try while an offloaded job holds the writer connection
 MIGRATIONS_PACKAGE = "fanout.storage.embedded.migrations"
 
 
@@ -91,6 +90,10 @@ class SqliteEngine:
         self._readers = readers
         self._conn: sqlite3.Connection | None = None  # the writer connection, while running
         self._conn_lock = threading.Lock()  # held by whoever writes: a loop batch or an offload
+        # Set by the loop when its batch found the writer held; whoever lets go of it then
+        # wakes the loop (it used to poll every half millisecond, ~2 000 wake-ups a second for
+        # as long as an aggregation batch held the writer, each one taking the GIL back).
+        self._loop_waits = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: list[_Job] = []  # written since the last batch ran
         self._offloads: ThreadPoolExecutor | None = None
@@ -206,14 +209,29 @@ class SqliteEngine:
         if conn is None:  # closed meanwhile: close() ran what was pending
             return
         if not self._conn_lock.acquire(blocking=False):
-            assert self._loop is not None
-            self._loop.call_later(RETRY_S, self._flush)
-            return
+            self._loop_waits = True
+            # Asked again: the holder may have let go before it could see the flag.
+            if not self._conn_lock.acquire(blocking=False):
+                return  # the holder calls _flush when it lets go (_release_writer)
+            self._loop_waits = False
         try:
             while self._pending:
                 self._run_pending(conn)
         finally:
             self._conn_lock.release()
+
+    @contextlib.contextmanager
+    def _holding_writer(self) -> Iterator[None]:
+        """The writer connection, from a thread other than the loop's; once let go, the
+        loop's waiting batch is run."""
+        with self._conn_lock:
+            yield
+        if self._loop_waits:
+            self._loop_waits = False
+            loop = self._loop
+            if loop is not None:
+                with contextlib.suppress(RuntimeError):  # the loop closed: nothing waits
+                    loop.call_soon_threadsafe(self._flush)
 
     def _run_pending(self, conn: sqlite3.Connection) -> None:
         batch = self._pending[:BATCH_MAX]
@@ -231,7 +249,7 @@ class SqliteEngine:
             raise Unavailable("the SQLite engine is not running")
 
         def run() -> _Outcome:
-            with self._conn_lock:
+            with self._holding_writer():
                 return _run_batch(conn, [fn])[0]
 
         try:
@@ -288,7 +306,7 @@ class SqliteEngine:
                 try:
                     _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                     if frames > WAL_RESTART_FRAMES:
-                        with self._conn_lock:
+                        with self._holding_writer():
                             conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
                 except sqlite3.Error as exc:
                     log.warning("WAL checkpoint failed: %s", exc)
