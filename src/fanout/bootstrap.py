@@ -284,9 +284,10 @@ async def _embedded(settings: Settings, clock: Clock, closers: list[Closer]) -> 
     from fanout.storage.embedded.accounts import FileSecretStore, SqliteUserStore
     from fanout.storage.embedded.chat import SqliteChannelStore
     from fanout.storage.embedded.chat_messages import SqliteMessageStore, SqliteUploadStore
+    from fanout.storage.embedded.clicks import SqliteClickStore
     from fanout.storage.embedded.engine import SqliteEngine
     from fanout.storage.embedded.feed import SqliteFollowStore, SqlitePostStore
-    from fanout.storage.embedded.links import SqliteClickStore, SqliteLinkStore
+    from fanout.storage.embedded.links import SqliteLinkStore
     from fanout.storage.embedded.log import SqliteLog
     from fanout.storage.embedded.presence import MemoryPresenceStore
     from fanout.storage.embedded.timelines import MemorySnapshotStore, SqliteTimelineStore

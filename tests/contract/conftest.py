@@ -172,8 +172,9 @@ def links_backend(request: pytest.FixtureRequest) -> dict[str, str]:
 @pytest.fixture
 async def links(links_backend: dict[str, str], tmp_path: Path) -> AsyncIterator[LinksUnderTest]:
     if links_backend["kind"] == "sqlite":
+        from fanout.storage.embedded.clicks import SqliteClickStore
         from fanout.storage.embedded.engine import SqliteEngine
-        from fanout.storage.embedded.links import SqliteClickStore, SqliteLinkStore
+        from fanout.storage.embedded.links import SqliteLinkStore
 
         engine = SqliteEngine(tmp_path / "links.sqlite3")
         await engine.start()

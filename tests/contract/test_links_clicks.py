@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import random
+from collections import Counter
 
 import pytest
 
+from fanout.links.aggregate import GRAINS, Deltas, deltas
 from fanout.links.model import Click, Series
-from fanout.storage.embedded import links as sqlite_links
+from fanout.storage.embedded import clicks as sqlite_clicks
 from tests.contract.conftest import LinksUnderTest
 
 DAY = 86_400_000
@@ -105,7 +108,7 @@ async def test_pruning_reaches_every_code_whatever_the_chunks(
 ) -> None:
     """SQLite prunes in transactions over ranges of codes: with chunks of two rows every code's
     old rows still go, and the recent ones stay (PostgreSQL ignores the setting)."""
-    monkeypatch.setattr(sqlite_links, "PRUNE_CHUNK_ROWS", 2)
+    monkeypatch.setattr(sqlite_clicks, "PRUNE_CHUNK_ROWS", 2)
     old = [(str(o), click(T0 + o * 60_000, visitor=f"v{o}", code=f"c{o % 5}"))
            for o in range(1, 31)]  # fmt: skip
     recent = [(str(100 + o), click(T0 + 2 * DAY + o * 60_000, visitor=f"w{o}", code=f"c{o % 5}"))
@@ -131,3 +134,55 @@ async def test_orphan_visits_are_counted_without_dimensions(links: LinksUnderTes
     assert stats.referrers == [] and stats.countries == [] and stats.utm["source"] == []
     # Strangers leave no rows behind: no visitor and no minute row to prune.
     assert await links.clicks.prune(T0 + DAY, T0 + DAY) == 0
+
+
+async def test_random_batches_count_as_the_reference_arithmetic(links: LinksUnderTest) -> None:
+    """Batches of mixed clicks (bots, orphans, repeat visitors across batches and hours, empty
+    and set dimensions) end in the counters ``aggregate.deltas`` computes batch by batch — the
+    arithmetic each store runs its own way (SQLite in SQL)."""
+    rnd = random.Random(7)
+    codes, seen, expected = ["c1", "c2", "c3", ""], set[tuple[str, int, str]](), Deltas()
+    offset = 0
+    for _ in range(4):
+        batch = []
+        for _ in range(rnd.randrange(20, 80)):
+            offset += 1
+            bot = rnd.random() < 0.15
+            batch.append((str(offset), Click(
+                rnd.choice(codes), T0 + rnd.randrange(2 * DAY), f"v{rnd.randrange(4)}",
+                rnd.choice(["", "news.example", "mail.example"]), rnd.choice(["", "DE", "FR"]),
+                "bot" if bot else rnd.choice(["desktop", "mobile"]), bot,
+                rnd.choice(["", "mail"]), rnd.choice(["", "cpc"]), rnd.choice(["", "spring"]),
+            )))  # fmt: skip
+        # Within a batch in any order: a visitor's unique lands in its earliest minute.
+        rnd.shuffle(batch)
+
+        def first_seen(code: str, hour: int, visitor: str) -> bool:
+            new = (code, hour, visitor) not in seen
+            seen.add((code, hour, visitor))
+            return new
+
+        found = deltas([c for _, c in batch], first_seen)
+        for name in ("clicks", "uniques", "dims", "totals", "bots"):
+            getattr(expected, name).update(getattr(found, name))
+        in_order = sorted(batch, key=lambda pair: int(pair[0]))
+        assert await links.clicks.apply("g", {0: in_order}) == len(batch)
+    for code in codes:
+        for granularity, (grain, _) in GRAINS.items():
+            stats = await links.clicks.stats(code, granularity, T0, T0 + 2 * DAY, top=100)
+            got = {(p.t_ms, p.clicks, p.uniques) for p in stats.series if p.clicks}
+            want = {(t, n, expected.uniques[(c, g, t)])
+                    for (c, g, t), n in expected.clicks.items()
+                    if c == code and g == grain}  # fmt: skip
+            assert got == want, (code, granularity)
+        dims = Counter[tuple[str, str]]()
+        for (c, _, dim, value), n in expected.dims.items():
+            if c == code:
+                dims[(dim, value)] += n
+        got_dims = {("referrer", v): n for v, n in stats.referrers}
+        got_dims |= {("country", v): n for v, n in stats.countries}
+        got_dims |= {("device", v): n for v, n in stats.devices}
+        for key, values in stats.utm.items():
+            got_dims |= {(f"utm_{key}", v): n for v, n in values}
+        assert got_dims == dict(dims), code
+        assert (stats.total, stats.bots) == (expected.totals[code], expected.bots[code]), code

@@ -33,9 +33,10 @@ clicks_st = st.builds(
 
 
 def reference(clicks: list[Click], seen: set[tuple[str, int, str]]) -> Deltas:
-    """Click by click, as the aggregator first counted them."""
+    """Click by click in time order (a visitor new in its hour is unique in the minute of its
+    earliest click), as the aggregator first counted them."""
     out = Deltas()
-    for c in clicks:
+    for c in sorted(clicks, key=lambda c: c.at_ms):
         if c.bot:
             out.bots[c.code] += 1
             continue

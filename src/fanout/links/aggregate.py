@@ -18,6 +18,7 @@ __all__ = ["GRAINS", "Deltas", "build_stats", "deltas", "past", "top", "visits"]
 
 MINUTE_MS, HOUR_MS, DAY_MS = 60_000, 3_600_000, 86_400_000
 GRAINS = {"minute": ("m", MINUTE_MS), "hour": ("h", HOUR_MS), "day": ("d", DAY_MS)}
+_LATER = 2**63  # past any minute
 DIMENSIONS = ("referrer", "country", "device", "utm_source", "utm_medium", "utm_campaign")
 
 
@@ -62,14 +63,14 @@ def deltas(clicks: Sequence[Click], first_seen: Callable[[str, int, str], bool])
     """Counter increments for ``clicks``; ``first_seen(code, hour_ms, visitor)`` records a
     visitor and says whether it is new that hour (the store's visitor table). It is asked once
     per (code, hour, visitor) of the batch; a visitor new that hour is unique in the minute of
-    its first click in the batch.
+    its earliest click in the batch (as SQLite's adapter counts it, in SQL).
 
     Clicks that differ only in their visitor and time within a minute add to the same
     counters, so they are tallied first and the counters touched once per distinct shape: a
     batch of a popular link costs a few counter updates, not nine per click."""
     out = Deltas()
     shapes: Counter[tuple[str, int, str, str, str, str, str, str]] = Counter()
-    visits: dict[tuple[str, int, str], int] = {}  # → the minute of its first click here
+    visits: dict[tuple[str, int, str], int] = {}  # → the earliest minute it clicked in here
     for click in clicks:
         if click.bot:
             out.bots[click.code] += 1
@@ -80,7 +81,9 @@ def deltas(clicks: Sequence[Click], first_seen: Callable[[str, int, str], bool])
         minute = click.at_ms - click.at_ms % MINUTE_MS
         shapes[(click.code, minute, click.referrer_host, click.country, click.device,
                 click.utm_source, click.utm_medium, click.utm_campaign)] += 1  # fmt: skip
-        visits.setdefault((click.code, minute - minute % HOUR_MS, click.visitor), minute)
+        visit = (click.code, minute - minute % HOUR_MS, click.visitor)
+        if minute < visits.get(visit, _LATER):
+            visits[visit] = minute
     for (code, minute, *values), n in shapes.items():
         day = minute - minute % DAY_MS
         for key in _buckets(code, minute):
