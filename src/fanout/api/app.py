@@ -2,8 +2,8 @@
 
 ``create_app(settings)`` returns a plain ASGI app. Its lifespan builds the platform
 (``bootstrap.build``) on startup and closes it on shutdown, so one process serves the API and,
-in embedded mode, runs every consumer too. Outermost first: the WebSocket gateway (``/v1/ws``),
-the redirect path, then metrics, rate limiting, body size limit, Starlette's routing and the
+in embedded mode, runs every consumer too. Outermost first: the redirect path, the WebSocket
+gateway (``/v1/ws``), then metrics, rate limiting, body size limit, Starlette's routing and the
 error table of ``api/errors.py``.
 """
 
@@ -102,10 +102,12 @@ def create_app(
     countries: CountryResolver = (
         MaxMindCountry(settings.links_geoip_db) if settings.links_geoip_db else HeaderCountry()
     )
-    front = RedirectApp(stack, platform, address, settings.links_country_header, countries)
-    if operations is not None:  # a worker process holds no WebSockets
-        return front
-    return GatewayFront(front, WebSocketEndpoint(platform))
+    if operations is None:  # a worker process holds no WebSockets
+        stack = GatewayFront(stack, WebSocketEndpoint(platform))
+    # The redirect front first: it hands anything but a redirect to the stack without a
+    # coroutine of its own (an idle WebSocket holds no frame of it), and a redirect meets one
+    # coroutine of ours instead of two.
+    return RedirectApp(stack, platform, address, settings.links_country_header, countries)
 
 
 def uvicorn_options(app: ASGIApp) -> dict[str, Any]:
@@ -114,13 +116,13 @@ def uvicorn_options(app: ASGIApp) -> dict[str, Any]:
     lean WebSocket protocol, no access log. Client addresses are fanout's to work out
     (``FANOUT_TRUSTED_PROXIES``), as under granian: uvicorn's own ``X-Forwarded-For``
     handling is off."""
-    front = app.app if isinstance(app, GatewayFront) else app
-    http = RedirectHttpProtocol.serving(front) if isinstance(front, RedirectApp) else "httptools"
+    http = RedirectHttpProtocol.serving(app) if isinstance(app, RedirectApp) else "httptools"
     return {
         "loop": "uvloop",
         "http": http,
         "ws": WebSocketProtocol,  # ~3 KB per idle socket against websockets-sansio's ~20 KB
         "lifespan": "on",
+        "interface": "asgi3",  # the redirect front's __call__ is a plain function
         "access_log": False,  # no log line per request on the hot paths
         "proxy_headers": False,
     }

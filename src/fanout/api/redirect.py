@@ -14,10 +14,10 @@ from the same code.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fanout.api.errors import error_body
 from fanout.api.middleware import ClientAddress
@@ -33,11 +33,14 @@ if TYPE_CHECKING:
 __all__ = ["RedirectApp", "Response"]
 
 PERMANENT_MAX_AGE_S = 3_600  # a 301 may be cached by browsers: for an hour at most
-# Memoised per process (dropped whole when full): the answer to a code's link, and what a
-# click records of a client (its visitor hash, device, country, referrer host). Both cost a
-# few microseconds a redirect to rebuild, on the one thread that serves every redirect.
+# Memoised per process (dropped whole when full): the code a path names (the pattern match
+# costs ~1 us), the answer to a code's link, and what a click records of a client (its visitor
+# hash, device, country, referrer host). Each costs microseconds a redirect to rebuild, on the
+# one thread that serves every redirect.
 RESPONSES_KEPT = 16_384
 PROFILES_KEPT = 16_384
+PATHS_KEPT = 16_384
+PATH_KEY_MAX = 65  # "/" and a code or alias (64 at most): longer paths are not kept
 PROFILE_KEY_MAX = 1_024  # bytes of user agent and referrer past which a profile is not kept
 _FOREVER_MS = 2**63 - 1
 _CODE = re.compile(r"^/([A-Za-z0-9_-]{1,64})$")
@@ -56,12 +59,16 @@ class Response(NamedTuple):
     body: bytes
     click: str | None  # the code to record a click for ("" for an orphan visit), or none
     lines: bytes  # ``headers`` encoded, for a server that writes the response itself
+    start: Message  # the ASGI messages, built once: servers only read them
+    end: Message
 
     @classmethod
     def of(
         cls, status: int, headers: list[tuple[bytes, bytes]], body: bytes, click: str | None
     ) -> Response:
-        return cls(status, headers, body, click, _lines(headers))
+        start = {"type": "http.response.start", "status": status, "headers": headers}
+        end = {"type": "http.response.body", "body": body}
+        return cls(status, headers, body, click, _lines(headers), start, end)
 
 
 def _error(status: int, body: bytes, click: str | None) -> Response:
@@ -102,6 +109,7 @@ class RedirectApp:
         # By code: the answer built for that link object (a new object: the link changed) and
         # until when it holds (a 301's max-age shrinks in the last hour before expiry).
         self._responses: dict[str, tuple[Link, Response, int]] = {}
+        self._paths: dict[str, str | None] = {}  # what code_of said of a path
         # By (client, user agent, referrer up to its host, trusted country header), for one
         # platform.
         self._profiles: dict[tuple[str, bytes, bytes, bytes], _Profile] = {}
@@ -115,17 +123,27 @@ class RedirectApp:
         """The code a request asks to be redirected by, or ``None`` if it is not one."""
         if method != "GET" and method != "HEAD":
             return None
+        try:
+            return self._paths[path]
+        except KeyError:
+            pass
         match = _CODE.match(path)
-        if match is None or match.group(1).lower() in RESERVED:
-            return None
-        return match.group(1)
+        code = None if match is None or match.group(1).lower() in RESERVED else match.group(1)
+        if len(path) <= PATH_KEY_MAX:
+            if len(self._paths) >= PATHS_KEPT:
+                self._paths.clear()
+            self._paths[path] = code
+        return code
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """A plain function: what is not a redirect is the wrapped app's coroutine alone."""
         code = self.code_of(scope["method"], scope["path"]) if scope["type"] == "http" else None
         platform = self._platform()
         if code is None or platform is None:
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
+        return self._serve(platform, scope, send, code)
+
+    async def _serve(self, platform: Platform, scope: Scope, send: Send, code: str) -> None:
         head = scope["method"] == "HEAD"  # a HEAD (link previews) neither visits nor clicks
         click: Click | None = None
         # What can be answered at once is, with no coroutine of the resolver's or the sink's
@@ -133,9 +151,8 @@ class RedirectApp:
         response = self.answer_cached(scope, code, head)  # its click, if any, already queued
         if response is None:
             response, click = await self.answer_resolved(platform, scope, code, head)
-        await send({"type": "http.response.start", "status": response.status,
-                    "headers": response.headers})  # fmt: skip
-        await send({"type": "http.response.body", "body": response.body})
+        await send(response.start)
+        await send(response.end)
         if click is not None:  # the sink may make a redirect wait for room: after answering
             await platform.click_sink.add(click)
 
