@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import sqlite3
 from collections.abc import Mapping, Sequence
@@ -32,6 +33,7 @@ class SqliteLog:
         self._clock = clock
         self._partitions = partitions
         self._events: dict[str, asyncio.Event] = {}
+        self._cursors: set[tuple[str, str]] = set()  # (topic, group) whose cursor rows exist
 
     @property
     def partitions(self) -> int:
@@ -112,6 +114,12 @@ class SqliteLog:
         return await self._engine.write(job)
 
     def _ensure_cursors(self, tx: WriteTx, topic: str, group: str) -> None:
+        """Create the group's cursor rows (never deleted): once per process, not on every read
+        (an idle partition reads four times a second; eight inserts each were most of the
+        statements an idle process ran)."""
+        if (topic, group) in self._cursors:
+            return
+        tx.on_commit(functools.partial(self._cursors.add, (topic, group)))
         tx.executemany(
             "INSERT OR IGNORE INTO log_cursors (topic, grp, partition, last_delivered)"
             " VALUES (?, ?, ?, 0)",
