@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import threading
@@ -115,7 +116,10 @@ async def test_loop_writes_behind_offloaded_ones_never_hang(tmp_path: Path) -> N
         await engine.write(lambda tx: tx.execute("CREATE TABLE n (v INTEGER PRIMARY KEY)"))
 
         def insert(v: int) -> Callable[[WriteTx], None]:
-            return lambda tx: tx.execute("INSERT INTO n (v) VALUES (?)", (v,)) and None
+            def job(tx: WriteTx) -> None:
+                tx.execute("INSERT INTO n (v) VALUES (?)", (v,))
+
+            return job
 
         writes = []
         for i in range(300):
@@ -126,6 +130,33 @@ async def test_loop_writes_behind_offloaded_ones_never_hang(tmp_path: Path) -> N
         await asyncio.wait_for(asyncio.gather(*writes), timeout=20)
         rows = await engine.read(lambda c: c.execute("SELECT v FROM n ORDER BY v").fetchall())
         assert [v for (v,) in rows] == list(range(600))
+    finally:
+        await engine.close()
+
+
+async def test_a_holder_that_fails_still_wakes_the_waiting_loop(tmp_path: Path) -> None:
+    """A thread holding the writer that ends in an error (a failed checkpoint) lets go of it
+    and wakes the loop's waiting batch all the same."""
+    engine = SqliteEngine(tmp_path / "e.sqlite3")
+    await engine.start()
+    try:
+        holding, fail = threading.Event(), threading.Event()
+
+        def holder() -> None:
+            with contextlib.suppress(RuntimeError), engine._holding_writer():
+                holding.set()
+                fail.wait(5)
+                raise RuntimeError("checkpoint failed")
+
+        thread = threading.Thread(target=holder)
+        thread.start()
+        await asyncio.to_thread(holding.wait, 5)
+        write = asyncio.create_task(engine.write(lambda tx: tx.execute("SELECT 1").fetchone()))
+        await asyncio.sleep(0.05)  # the loop's batch found the writer held and waits
+        assert not write.done()
+        fail.set()
+        assert await asyncio.wait_for(write, timeout=5) == (1,)
+        await asyncio.to_thread(thread.join)
     finally:
         await engine.close()
 

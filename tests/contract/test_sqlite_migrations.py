@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fanout.storage import migrations
-from fanout.storage.embedded import engine as engine_module
+from fanout.storage.embedded import migrate as migrate_module
 from fanout.storage.embedded.engine import SqliteEngine
 
 EVENTS_BY_ROW = 6  # 0006_chat_events_rowid
@@ -18,10 +18,10 @@ async def test_chat_events_keep_their_rows_and_key_when_moved_to_a_rowid_table(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "old.sqlite3"
-    found = migrations.discover(engine_module.MIGRATIONS_PACKAGE)
+    found = migrations.discover(migrate_module.MIGRATIONS_PACKAGE)
     before = [m for m in found if m.version < EVENTS_BY_ROW]
     with monkeypatch.context() as patch:
-        patch.setattr(engine_module, "discover", lambda package: before)
+        patch.setattr(migrate_module, "discover", lambda package: before)
         old = SqliteEngine(path)
         await old.start()
         await old.close()

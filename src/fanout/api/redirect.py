@@ -59,7 +59,9 @@ class Response(NamedTuple):
     body: bytes
     click: str | None  # the code to record a click for ("" for an orphan visit), or none
     lines: bytes  # ``headers`` encoded, for a server that writes the response itself
-    start: Message  # the ASGI messages, built once: servers only read them
+    # The ASGI messages, built once and shared by every request for the link: never to be
+    # changed in place (servers, like the raw-ASGI benchmark app's, only read them).
+    start: Message
     end: Message
 
     @classmethod
@@ -78,6 +80,7 @@ def _error(status: int, body: bytes, click: str | None) -> Response:
 
 _GONE_RESPONSE = _error(410, _GONE, None)
 _ORPHAN_RESPONSE = _error(404, _NOT_FOUND, "")  # an orphan visit
+_UNKNOWN_HEAD = _ORPHAN_RESPONSE._replace(click=None)  # a HEAD neither visits nor clicks
 _NO_UTM = ("", "", "")
 
 
@@ -197,7 +200,7 @@ class RedirectApp:
             return response._replace(click=None) if head else response
         if resolution.outcome is Outcome.GONE:
             return _GONE_RESPONSE
-        return _ORPHAN_RESPONSE
+        return _UNKNOWN_HEAD if head else _ORPHAN_RESPONSE
 
     def _redirect(self, link: Link, now_ms: int) -> Response:
         """A redirect to ``link``, remembered for as long as its headers stay the same."""

@@ -1,6 +1,8 @@
-"""Turning a batch of clicks into counter deltas: the arithmetic every click store shares.
+"""Turning a batch of clicks into counter deltas: the arithmetic of the click stores
+(PostgreSQL's adapter runs it; SQLite's states it in SQL, ``storage/embedded/clicks.py``, and a
+contract test checks the two agree).
 
-Uniques: a visitor counts once per hour, in the minute and hour where it is first seen that
+Uniques: a visitor counts once per hour, in the minute and hour of its earliest click that
 hour; a day's uniques are the sum of its hours'. Bots count only in the bot total. Dimensions
 are per day: referrer host, country, device, UTM source/medium/campaign (empty values skipped).
 """

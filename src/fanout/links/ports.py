@@ -1,6 +1,7 @@
 """Ports of the links product.
 
-Adapters: ``storage/embedded/links.py``, ``storage/postgres/links.py``,
+Adapters: ``storage/embedded/links.py`` and ``storage/embedded/clicks.py``,
+``storage/postgres/links.py``,
 ``storage/redis/links.py``; their contract: ``tests/contract/test_links_*.py``.
 """
 

@@ -2,7 +2,8 @@
 
 An aggregation batch is counted by SQLite itself: its clicks go in as one JSON array into a
 temporary table, and a few ``INSERT … SELECT … GROUP BY`` statements add them to the counters
-— the arithmetic of ``fanout.links.aggregate.deltas``, in C. The batch runs on the engine's
+— the arithmetic of ``fanout.links.aggregate.deltas`` (which PostgreSQL's adapter runs), in C;
+a contract test checks the two agree on random batches. The batch runs on the engine's
 offload thread, which gives up the GIL for each statement and needs it back only between them:
 when the arithmetic ran in Python there (~3 µs a click), that thread held the GIL for most of
 each window, and the event loop serving redirects waited for it.
@@ -32,9 +33,8 @@ __all__ = ["PRUNE_CHUNK_ROWS", "SqliteClickStore"]
 
 PRUNE_CHUNK_ROWS = 1_000  # rows one prune transaction walks (a few ms of the writer)
 
-# The batch, one row per click (a Click is a JSON array of its fields, in field order; clicks
-# logged before the UTM fields existed lack them). Temporary: this connection's alone, emptied
-# by each batch, rolled back with it.
+# The batch, one row per click (a Click is a JSON array of its fields, in field order).
+# Temporary: this connection's alone, emptied before and after each batch, rolled back with it.
 _BATCH_TABLE = (
     "CREATE TEMP TABLE IF NOT EXISTS click_batch (code TEXT, minute INTEGER, visitor TEXT,"
     " referrer TEXT, country TEXT, device TEXT, bot INTEGER,"
@@ -45,19 +45,25 @@ _NEW_TABLE = (
     "CREATE TEMP TABLE IF NOT EXISTS click_new (code TEXT, hour_ms INTEGER, visitor TEXT,"
     " minute INTEGER)"
 )
+_EMPTY = ("DELETE FROM temp.click_batch", "DELETE FROM temp.click_new")
+
+
+def _field(i: int) -> str:
+    return f"json_extract(value, '$[{i}]')"
+
+
 _LOAD = (
-    "INSERT INTO temp.click_batch SELECT value->>0,"
-    f" (value->>1) - (value->>1) % {MINUTE_MS}, value->>2, value->>3, value->>4, value->>5,"
-    " value->>6, coalesce(value->>7, ''), coalesce(value->>8, ''), coalesce(value->>9, '')"
-    " FROM json_each(?1)"
+    f"INSERT INTO temp.click_batch SELECT {_field(0)}, {_field(1)} - {_field(1)} % {MINUTE_MS}, "
+    + ", ".join(_field(i) for i in range(2, 10))
+    + " FROM json_each(?1)"
 )
 # Humans with a known code: bots count only in the bot total, orphan visits only in the total
 # of the code "" (strangers must not grow the tables).
-_COUNTED = "FROM temp.click_batch WHERE NOT bot AND code != ''"
+_HUMANS = "NOT bot AND code != ''"
 _NEW_VISITS = (
     "INSERT INTO temp.click_new SELECT code, hour_ms, visitor, minute FROM ("
     f" SELECT code, minute - minute % {HOUR_MS} AS hour_ms, visitor, min(minute) AS minute"
-    f" {_COUNTED} GROUP BY code, hour_ms, visitor) AS s"
+    f" FROM temp.click_batch WHERE {_HUMANS} GROUP BY code, hour_ms, visitor) AS s"
     " WHERE NOT EXISTS (SELECT 1 FROM click_visitors AS v"
     " WHERE v.code = s.code AND v.hour_ms = s.hour_ms AND v.visitor = s.visitor)"
 )
@@ -70,7 +76,7 @@ _GRAIN_STEPS = ", ".join(f"('{grain}', {step})" for grain, step in GRAINS.values
 _ADD_COUNTS = (
     f"WITH grains (grain, step) AS (VALUES {_GRAIN_STEPS}),"
     " c AS (SELECT code, grain, minute - minute % step AS bucket_ms, count(*) AS n"
-    f" {_COUNTED.replace('WHERE', ', grains WHERE')} GROUP BY code, grain, bucket_ms),"
+    f" FROM temp.click_batch, grains WHERE {_HUMANS} GROUP BY code, grain, bucket_ms),"
     " u AS (SELECT code, grain, minute - minute % step AS bucket_ms, count(*) AS n"
     " FROM temp.click_new, grains GROUP BY code, grain, bucket_ms)"
     " INSERT INTO click_counts (code, grain, bucket_ms, clicks, uniques)"
@@ -82,7 +88,8 @@ _ADD_COUNTS = (
 )
 _ADD_DIMS = (
     f"WITH s AS (SELECT code, minute - minute % {DAY_MS} AS day_ms, {', '.join(DIMENSIONS)},"
-    f" count(*) AS n {_COUNTED} GROUP BY code, day_ms, {', '.join(DIMENSIONS)}),"
+    f" count(*) AS n FROM temp.click_batch WHERE {_HUMANS}"
+    f" GROUP BY code, day_ms, {', '.join(DIMENSIONS)}),"
     " d (code, day_ms, dim, value, n) AS ("
     + " UNION ALL ".join(f"SELECT code, day_ms, '{dim}', {dim}, n FROM s" for dim in DIMENSIONS)
     + ") INSERT INTO click_dims (code, day_ms, dim, value, clicks)"
@@ -145,11 +152,10 @@ class SqliteClickStore:
                 moved.append((group, partition, *last))
         if not fresh:
             return 0
-        for sql in (_BATCH_TABLE, _NEW_TABLE, "DELETE FROM temp.click_batch",
-                    "DELETE FROM temp.click_new"):  # fmt: skip
+        for sql in (_BATCH_TABLE, _NEW_TABLE, *_EMPTY):
             tx.execute(sql)
         tx.execute(_LOAD, (_json(fresh),))
-        for sql in _COUNT:
+        for sql in (*_COUNT, *_EMPTY):  # emptied: a window's rows would wait for the next
             tx.execute(sql)
         tx.executemany(
             "INSERT INTO click_watermarks (grp, partition, hi, lo) VALUES (?, ?, ?, ?)"

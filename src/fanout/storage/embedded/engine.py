@@ -28,7 +28,6 @@ import functools
 import logging
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from fanout.core.errors import Unavailable
-from fanout.storage.migrations import discover
+from fanout.storage.embedded.migrate import migrate
 
 __all__ = ["SqliteEngine", "WriteTx"]
 
@@ -50,7 +49,6 @@ BUSY_TIMEOUT_MS = 5_000
 CHECKPOINT_EVERY_S = 0.5  # the checkpointer's pace
 WAL_RESTART_FRAMES = 4_096  # pages in the WAL past which a checkpoint waits for writes to pause
 WAL_SIZE_LIMIT = 64 * 1_048_576  # bytes the WAL file is cut back to when it starts over
-MIGRATIONS_PACKAGE = "fanout.storage.embedded.migrations"
 
 
 @dataclass(slots=True)
@@ -89,7 +87,8 @@ class SqliteEngine:
         self.path = path
         self._readers = readers
         self._conn: sqlite3.Connection | None = None  # the writer connection, while running
-        self._conn_lock = threading.Lock()  # held by whoever writes: a loop batch or an offload
+        # Held by whoever writes: a loop batch, an offloaded job, the checkpointer's second pass.
+        self._conn_lock = threading.Lock()
         # Set by the loop when its batch found the writer held; whoever lets go of it then
         # wakes the loop (it used to poll every half millisecond, ~2 000 wake-ups a second for
         # as long as an aggregation batch held the writer, each one taking the GIL back).
@@ -201,8 +200,9 @@ class SqliteEngine:
     # -- writing -------------------------------------------------------------------------------
 
     def _flush(self) -> None:
-        """Run what was written since the last batch, on the loop, unless an offloaded job
-        holds the connection: then try again shortly."""
+        """Run what was written since the last batch, on the loop, unless another thread (an
+        offloaded job, the checkpointer) holds the connection: then its holder calls this again
+        when it lets go."""
         conn = self._conn
         if not self._pending:
             return
@@ -212,7 +212,7 @@ class SqliteEngine:
             self._loop_waits = True
             # Asked again: the holder may have let go before it could see the flag.
             if not self._conn_lock.acquire(blocking=False):
-                return  # the holder calls _flush when it lets go (_release_writer)
+                return  # the holder calls _flush when it lets go (_holding_writer)
             self._loop_waits = False
         try:
             while self._pending:
@@ -222,10 +222,16 @@ class SqliteEngine:
 
     @contextlib.contextmanager
     def _holding_writer(self) -> Iterator[None]:
-        """The writer connection, from a thread other than the loop's; once let go, the
-        loop's waiting batch is run."""
-        with self._conn_lock:
+        """The writer connection, from a thread other than the loop's; once let go (however
+        the holder ended: a failed checkpoint too), the loop's waiting batch is run."""
+        self._conn_lock.acquire()
+        try:
             yield
+        finally:
+            self._conn_lock.release()
+            self._wake_loop()
+
+    def _wake_loop(self) -> None:
         if self._loop_waits:
             self._loop_waits = False
             loop = self._loop
@@ -277,7 +283,7 @@ class SqliteEngine:
         try:
             conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer thread does it
             conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
-            self._migrate(conn)
+            migrate(conn)
         except BaseException:
             conn.close()
             raise
@@ -312,29 +318,6 @@ class SqliteEngine:
                     log.warning("WAL checkpoint failed: %s", exc)
         finally:
             conn.close()
-
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_ms INTEGER NOT NULL)"
-        )
-        done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
-        for migration in discover(MIGRATIONS_PACKAGE):
-            if migration.version in done:
-                continue
-            log.info("applying SQLite migration %04d_%s", migration.version, migration.name)
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in _statements(migration.sql):
-                    conn.execute(statement)
-                conn.execute(
-                    "INSERT INTO schema_migrations (version, name, applied_ms) VALUES (?, ?, ?)",
-                    (migration.version, migration.name, time.time_ns() // 1_000_000),
-                )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
 
 
 def _run_batch(conn: sqlite3.Connection, fns: list[Callable[[WriteTx], Any]]) -> list[_Outcome]:
@@ -373,23 +356,6 @@ def _in_snapshot(fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Con
             conn.execute("COMMIT")
 
     return run
-
-
-def _statements(script: str) -> list[str]:
-    """Split a migration into statements (``executescript`` would commit on its own)."""
-    statements: list[str] = []
-    current: list[str] = []
-    for line in script.splitlines():
-        if line.strip().startswith("--") and not current:
-            continue
-        current.append(line)
-        candidate = "\n".join(current)
-        if sqlite3.complete_statement(candidate):
-            statements.append(candidate.strip())
-            current = []
-    if "\n".join(current).strip():
-        raise RuntimeError("a migration ends with an incomplete statement")
-    return statements
 
 
 def _settle(future: asyncio.Future[Any], value: Any) -> None:

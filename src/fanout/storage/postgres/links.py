@@ -1,6 +1,7 @@
 """PostgreSQL adapters of the links ports (``fanout.links.ports``), schema in ``0004_links.sql``.
 
-They mirror the embedded adapters (``storage/embedded/links.py``) statement for statement where
+They mirror the embedded adapters (``storage/embedded/links.py``; the click store counts in
+Python, ``links.aggregate``, where SQLite's counts in SQL) statement for statement where
 SQLite's single writer made something safe for free, PostgreSQL gets it from a row lock:
 
 * ``lease_block`` bumps one counter row (``INSERT ... ON CONFLICT DO UPDATE``): the row lock
