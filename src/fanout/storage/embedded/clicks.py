@@ -34,7 +34,7 @@ __all__ = ["PRUNE_CHUNK_ROWS", "SqliteClickStore"]
 PRUNE_CHUNK_ROWS = 1_000  # rows one prune transaction walks (a few ms of the writer)
 
 # The batch, one row per click (a Click is a JSON array of its fields, in field order).
-# Temporary: this connection's alone, emptied before and after each batch, rolled back with it.
+# Temporary: this connection's alone, emptied after each batch, rolled back with it.
 _BATCH_TABLE = (
     "CREATE TEMP TABLE IF NOT EXISTS click_batch (code TEXT, minute INTEGER, visitor TEXT,"
     " referrer TEXT, country TEXT, device TEXT, bot INTEGER,"
@@ -152,10 +152,12 @@ class SqliteClickStore:
                 moved.append((group, partition, *last))
         if not fresh:
             return 0
-        for sql in (_BATCH_TABLE, _NEW_TABLE, *_EMPTY):
-            tx.execute(sql)
+        tx.execute(_BATCH_TABLE)
+        tx.execute(_NEW_TABLE)
         tx.execute(_LOAD, (_json(fresh),))
-        for sql in (*_COUNT, *_EMPTY):  # emptied: a window's rows would wait for the next
+        # Emptied once counted (a window's rows would wait for the next); a batch that fails
+        # rolls its rows back with it, so the tables are empty whenever one starts.
+        for sql in (*_COUNT, *_EMPTY):
             tx.execute(sql)
         tx.executemany(
             "INSERT INTO click_watermarks (grp, partition, hi, lo) VALUES (?, ?, ?, ?)"
