@@ -15,6 +15,7 @@ from tests.contract.conftest import LinksUnderTest
 
 DAY = 86_400_000
 T0 = 1_767_225_600_000  # midnight UTC
+MINUTES = 3 * 60_000  # a few minutes, for clicks that share them
 
 
 def click(at_ms: int, visitor: str = "v1", code: str = "c1", **extra: object) -> Click:
@@ -138,8 +139,9 @@ async def test_orphan_visits_are_counted_without_dimensions(links: LinksUnderTes
 
 async def test_random_batches_count_as_the_reference_arithmetic(links: LinksUnderTest) -> None:
     """Batches of mixed clicks (bots, orphans, repeat visitors across batches and hours, empty
-    and set dimensions) end in the counters ``aggregate.deltas`` computes batch by batch — the
-    arithmetic each store runs its own way (SQLite in SQL)."""
+    and set dimensions, bursts of clicks alike but for their visitor) end in the counters
+    ``aggregate.deltas`` computes batch by batch — the arithmetic each store runs its own way
+    (SQLite in SQL)."""
     rnd = random.Random(7)
     codes, seen, expected = ["c1", "c2", "c3", ""], set[tuple[str, int, str]](), Deltas()
     offset = 0
@@ -148,11 +150,19 @@ async def test_random_batches_count_as_the_reference_arithmetic(links: LinksUnde
         for _ in range(rnd.randrange(20, 80)):
             offset += 1
             bot = rnd.random() < 0.15
+            device = "bot" if bot else rnd.choice(["desktop", "mobile"])
+            if rnd.random() < 0.5:  # a burst: clicks sharing a code, minute and dimensions
+                at, values = rnd.randrange(MINUTES), ("", "DE", device, "", "", "")
+            else:
+                at, values = rnd.randrange(2 * DAY), (
+                    rnd.choice(["", "news.example", "mail.example"]), rnd.choice(["", "DE", "FR"]),
+                    device, rnd.choice(["", "mail"]), rnd.choice(["", "cpc"]),
+                    rnd.choice(["", "spring"]),
+                )  # fmt: skip
+            referrer, country, device, source, medium, campaign = values
             batch.append((str(offset), Click(
-                rnd.choice(codes), T0 + rnd.randrange(2 * DAY), f"v{rnd.randrange(4)}",
-                rnd.choice(["", "news.example", "mail.example"]), rnd.choice(["", "DE", "FR"]),
-                "bot" if bot else rnd.choice(["desktop", "mobile"]), bot,
-                rnd.choice(["", "mail"]), rnd.choice(["", "cpc"]), rnd.choice(["", "spring"]),
+                rnd.choice(codes), T0 + at, f"v{rnd.randrange(4)}", referrer, country, device,
+                bot, source, medium, campaign,
             )))  # fmt: skip
         # Within a batch in any order: a visitor's unique lands in its earliest minute.
         rnd.shuffle(batch)

@@ -40,12 +40,20 @@ _BATCH_TABLE = (
     " referrer TEXT, country TEXT, device TEXT, bot INTEGER,"
     " utm_source TEXT, utm_medium TEXT, utm_campaign TEXT)"
 )
+# The batch's human clicks of known codes tallied by what they add to the same counters (code,
+# minute and dimensions): the counts and dimensions are added up from these rows, a few per
+# link and minute, instead of from every click once per grain and per dimension.
+_SHAPES_TABLE = (
+    "CREATE TEMP TABLE IF NOT EXISTS click_shapes (code TEXT, minute INTEGER, referrer TEXT,"
+    " country TEXT, device TEXT, utm_source TEXT, utm_medium TEXT, utm_campaign TEXT, n INTEGER)"
+)
 # Each (code, hour, visitor) of the batch not yet recorded, with the first minute it clicked in.
 _NEW_TABLE = (
     "CREATE TEMP TABLE IF NOT EXISTS click_new (code TEXT, hour_ms INTEGER, visitor TEXT,"
     " minute INTEGER)"
 )
-_EMPTY = ("DELETE FROM temp.click_batch", "DELETE FROM temp.click_new")
+_TABLES = (_BATCH_TABLE, _SHAPES_TABLE, _NEW_TABLE)
+_EMPTY = tuple(f"DELETE FROM temp.{name}" for name in ("click_batch", "click_shapes", "click_new"))
 
 
 def _field(i: int) -> str:
@@ -60,6 +68,11 @@ _LOAD = (
 # Humans with a known code: bots count only in the bot total, orphan visits only in the total
 # of the code "" (strangers must not grow the tables).
 _HUMANS = "NOT bot AND code != ''"
+_SHAPE = f"code, minute, {', '.join(DIMENSIONS)}"
+_ADD_SHAPES = (
+    f"INSERT INTO temp.click_shapes SELECT {_SHAPE}, count(*) FROM temp.click_batch"
+    f" WHERE {_HUMANS} GROUP BY {_SHAPE}"
+)
 _NEW_VISITS = (
     "INSERT INTO temp.click_new SELECT code, hour_ms, visitor, minute FROM ("
     f" SELECT code, minute - minute % {HOUR_MS} AS hour_ms, visitor, min(minute) AS minute"
@@ -75,8 +88,8 @@ _GRAIN_STEPS = ", ".join(f"('{grain}', {step})" for grain, step in GRAINS.values
 # Rows in key order: consecutive upserts land on the same or neighbouring pages.
 _ADD_COUNTS = (
     f"WITH grains (grain, step) AS (VALUES {_GRAIN_STEPS}),"
-    " c AS (SELECT code, grain, minute - minute % step AS bucket_ms, count(*) AS n"
-    f" FROM temp.click_batch, grains WHERE {_HUMANS} GROUP BY code, grain, bucket_ms),"
+    " c AS (SELECT code, grain, minute - minute % step AS bucket_ms, sum(n) AS n"
+    " FROM temp.click_shapes, grains GROUP BY code, grain, bucket_ms),"
     " u AS (SELECT code, grain, minute - minute % step AS bucket_ms, count(*) AS n"
     " FROM temp.click_new, grains GROUP BY code, grain, bucket_ms)"
     " INSERT INTO click_counts (code, grain, bucket_ms, clicks, uniques)"
@@ -87,9 +100,8 @@ _ADD_COUNTS = (
     " clicks = clicks + excluded.clicks, uniques = uniques + excluded.uniques"
 )
 _ADD_DIMS = (
-    f"WITH s AS (SELECT code, minute - minute % {DAY_MS} AS day_ms, {', '.join(DIMENSIONS)},"
-    f" count(*) AS n FROM temp.click_batch WHERE {_HUMANS}"
-    f" GROUP BY code, day_ms, {', '.join(DIMENSIONS)}),"
+    f"WITH s AS (SELECT code, minute - minute % {DAY_MS} AS day_ms, {', '.join(DIMENSIONS)}, n"
+    " FROM temp.click_shapes),"
     " d (code, day_ms, dim, value, n) AS ("
     + " UNION ALL ".join(f"SELECT code, day_ms, '{dim}', {dim}, n FROM s" for dim in DIMENSIONS)
     + ") INSERT INTO click_dims (code, day_ms, dim, value, clicks)"
@@ -104,7 +116,7 @@ _ADD_TOTALS = (
     " ON CONFLICT (code) DO UPDATE SET"
     " clicks = clicks + excluded.clicks, bots = bots + excluded.bots"
 )
-_COUNT = (_NEW_VISITS, _ADD_VISITORS, _ADD_COUNTS, _ADD_DIMS, _ADD_TOTALS)
+_COUNT = (_ADD_SHAPES, _NEW_VISITS, _ADD_VISITORS, _ADD_COUNTS, _ADD_DIMS, _ADD_TOTALS)
 _json = msgspec.json.encode
 
 
@@ -152,8 +164,8 @@ class SqliteClickStore:
                 moved.append((group, partition, *last))
         if not fresh:
             return 0
-        tx.execute(_BATCH_TABLE)
-        tx.execute(_NEW_TABLE)
+        for table in _TABLES:
+            tx.execute(table)
         tx.execute(_LOAD, (_json(fresh),))
         # Emptied once counted (a window's rows would wait for the next); a batch that fails
         # rolls its rows back with it, so the tables are empty whenever one starts.
