@@ -15,7 +15,7 @@ from tests.contract.conftest import LinksUnderTest
 
 DAY = 86_400_000
 T0 = 1_767_225_600_000  # midnight UTC
-MINUTES = 3 * 60_000  # a few minutes, for clicks that share them
+BURST_MS = 3 * 60_000  # three minutes: few enough for clicks to share shapes
 
 
 def click(at_ms: int, visitor: str = "v1", code: str = "c1", **extra: object) -> Click:
@@ -151,8 +151,8 @@ async def test_random_batches_count_as_the_reference_arithmetic(links: LinksUnde
             offset += 1
             bot = rnd.random() < 0.15
             device = "bot" if bot else rnd.choice(["desktop", "mobile"])
-            if rnd.random() < 0.5:  # a burst: clicks sharing a code, minute and dimensions
-                at, values = rnd.randrange(MINUTES), ("", "DE", device, "", "", "")
+            if rnd.random() < 0.5:  # a burst: fixed dimensions within minutes, shapes shared
+                at, values = rnd.randrange(BURST_MS), ("", "DE", device, "", "", "")
             else:
                 at, values = rnd.randrange(2 * DAY), (
                     rnd.choice(["", "news.example", "mail.example"]), rnd.choice(["", "DE", "FR"]),

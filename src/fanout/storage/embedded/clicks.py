@@ -41,8 +41,8 @@ _BATCH_TABLE = (
     " utm_source TEXT, utm_medium TEXT, utm_campaign TEXT)"
 )
 # The batch's human clicks of known codes tallied by what they add to the same counters (code,
-# minute and dimensions): the counts and dimensions are added up from these rows, a few per
-# link and minute, instead of from every click once per grain and per dimension.
+# minute and dimensions): the counts of every grain and the dimensions are added up from these
+# rows, a few per link and minute, instead of from every click once per grain.
 _SHAPES_TABLE = (
     "CREATE TEMP TABLE IF NOT EXISTS click_shapes (code TEXT, minute INTEGER, referrer TEXT,"
     " country TEXT, device TEXT, utm_source TEXT, utm_medium TEXT, utm_campaign TEXT, n INTEGER)"
