@@ -33,27 +33,23 @@ __all__ = ["PRUNE_CHUNK_ROWS", "SqliteClickStore"]
 
 PRUNE_CHUNK_ROWS = 1_000  # rows one prune transaction walks (a few ms of the writer)
 
-# The batch, one row per click (a Click is a JSON array of its fields, in field order).
-# Temporary: this connection's alone, emptied after each batch, rolled back with it.
-_BATCH_TABLE = (
-    "CREATE TEMP TABLE IF NOT EXISTS click_batch (code TEXT, minute INTEGER, visitor TEXT,"
-    " referrer TEXT, country TEXT, device TEXT, bot INTEGER,"
-    " utm_source TEXT, utm_medium TEXT, utm_campaign TEXT)"
-)
-# The batch's human clicks of known codes tallied by what they add to the same counters (code,
-# minute and dimensions): the counts of every grain and the dimensions are added up from these
-# rows, a few per link and minute, instead of from every click once per grain.
-_SHAPES_TABLE = (
-    "CREATE TEMP TABLE IF NOT EXISTS click_shapes (code TEXT, minute INTEGER, referrer TEXT,"
-    " country TEXT, device TEXT, utm_source TEXT, utm_medium TEXT, utm_campaign TEXT, n INTEGER)"
-)
-# Each (code, hour, visitor) of the batch not yet recorded, with the first minute it clicked in.
-_NEW_TABLE = (
-    "CREATE TEMP TABLE IF NOT EXISTS click_new (code TEXT, hour_ms INTEGER, visitor TEXT,"
-    " minute INTEGER)"
-)
-_TABLES = (_BATCH_TABLE, _SHAPES_TABLE, _NEW_TABLE)
-_EMPTY = tuple(f"DELETE FROM temp.{name}" for name in ("click_batch", "click_shapes", "click_new"))
+# Temporary tables: this connection's alone, emptied after each batch, rolled back with it.
+_TEMP_TABLES = {
+    # The batch, one row per click (a Click is a JSON array of its fields, in field order).
+    "click_batch": "code TEXT, minute INTEGER, visitor TEXT, referrer TEXT, country TEXT,"
+    " device TEXT, bot INTEGER, utm_source TEXT, utm_medium TEXT, utm_campaign TEXT",
+    # The batch's human clicks of known codes tallied by what they add to the same counters
+    # (code, minute and dimensions): the counts of every grain and the dimensions are added up
+    # from these rows, a few per link and minute, instead of from every click once per grain.
+    "click_shapes": "code TEXT, minute INTEGER, "
+    + ", ".join(f"{dim} TEXT" for dim in DIMENSIONS)
+    + ", n INTEGER",
+    # Each (code, hour, visitor) of the batch not yet recorded, with the first minute it
+    # clicked in.
+    "click_new": "code TEXT, hour_ms INTEGER, visitor TEXT, minute INTEGER",
+}
+_CREATE = tuple(f"CREATE TEMP TABLE IF NOT EXISTS {t} ({c})" for t, c in _TEMP_TABLES.items())
+_EMPTY = tuple(f"DELETE FROM temp.{table}" for table in _TEMP_TABLES)
 
 
 def _field(i: int) -> str:
@@ -164,8 +160,8 @@ class SqliteClickStore:
                 moved.append((group, partition, *last))
         if not fresh:
             return 0
-        for table in _TABLES:
-            tx.execute(table)
+        for create in _CREATE:
+            tx.execute(create)
         tx.execute(_LOAD, (_json(fresh),))
         # Emptied once counted (a window's rows would wait for the next); a batch that fails
         # rolls its rows back with it, so the tables are empty whenever one starts.
