@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from fanout.core.clock import ManualClock
-from tests.api.conftest import AppFactory, register
+from fanout.links.resolver import SOLE_PROCESS_TTL_S
+from tests.api.conftest import AppFactory, platform_of, register
 
 # Every test twice per backend: straight into the ASGI app, and over HTTP through uvicorn as
 # `fanout serve` runs it (where redirects this process has cached are answered in the HTTP
@@ -114,6 +115,8 @@ async def test_unknown_deleted_and_expired_codes(make_client: AppFactory) -> Non
     gone = await client.get("/" + timed["code"])
     assert gone.status_code == 410 and gone.json()["error"]["code"] == "gone"
     doomed = await shorten(client, token, url="https://example.com/d")
+    for _ in range(2):  # answered, then answered again from what the first kept
+        assert (await client.get("/" + doomed["code"])).status_code == 302
     assert (
         await client.delete("/v1/links/" + doomed["code"], headers=bearer(token))
     ).status_code == 204
@@ -121,6 +124,31 @@ async def test_unknown_deleted_and_expired_codes(make_client: AppFactory) -> Non
     assert (
         await client.get("/v1/links/" + doomed["code"], headers=bearer(token))
     ).status_code == 404
+
+
+async def test_kept_answers_end_with_the_resolvers_entries(make_client: AppFactory) -> None:
+    """A redirect answered from what an earlier one kept still goes through the resolver's
+    cache: invalidated, forgotten or expired there, the link is looked up again."""
+    clock = ManualClock(start_ms=int(dt.datetime.now(dt.UTC).timestamp() * 1000))
+    client = await make_client(build={"clock": clock})
+    resolver = platform_of(client).resolver
+    _, token = await register(client, "keeper")
+    code = (await shorten(client, token, url="https://example.com/k"))["code"]
+
+    async def redirect() -> tuple[int, int]:
+        """(status, 1 if the resolver's cache answered it, else 0)."""
+        hits = resolver.hits
+        response = await client.get("/" + code)
+        assert response.headers["location"] == "https://example.com/k"
+        return response.status_code, resolver.hits - hits
+
+    assert [await redirect() for _ in range(3)] == [(302, 0), (302, 1), (302, 1)]
+    resolver.invalidate(code)  # another process deleted or changed it
+    assert [await redirect() for _ in range(2)] == [(302, 0), (302, 1)]
+    resolver.invalidate_all()  # the delete feed lost messages
+    assert [await redirect() for _ in range(2)] == [(302, 0), (302, 1)]
+    clock.advance(SOLE_PROCESS_TTL_S + 1)  # the entry's lifetime ends
+    assert [await redirect() for _ in range(2)] == [(302, 0), (302, 1)]
 
 
 async def test_visit_limits_reuse_ownership_and_listing(client: httpx.AsyncClient) -> None:

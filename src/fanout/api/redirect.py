@@ -34,12 +34,12 @@ __all__ = ["RedirectApp", "Response"]
 
 PERMANENT_MAX_AGE_S = 3_600  # a 301 may be cached by browsers: for an hour at most
 # Memoised per process (dropped whole when full): the code a path names (the pattern match
-# costs ~1 us), the answer to a code's link, and what a click records of a client (its visitor
-# hash, device, country, referrer host). Each costs microseconds a redirect to rebuild, on the
-# one thread that serves every redirect.
-RESPONSES_KEPT = 16_384
+# costs ~1 us) and what a click records of a client (its visitor hash, device, country,
+# referrer host). Each costs microseconds a redirect to rebuild, on the one thread that serves
+# every redirect. The answers to live links are kept as long as the resolver keeps the links
+# (its byte budget counts them).
 PROFILES_KEPT = 16_384
-PATHS_KEPT = 16_384
+PATHS_KEPT = 65_536
 PATH_KEY_MAX = 65  # "/" and a code or alias (64 at most): longer paths are not kept
 PROFILE_KEY_MAX = 1_024  # bytes of user agent and referrer past which a profile is not kept
 _FOREVER_MS = 2**63 - 1
@@ -69,8 +69,11 @@ class Response(NamedTuple):
         cls, status: int, headers: list[tuple[bytes, bytes]], body: bytes, click: str | None
     ) -> Response:
         start = {"type": "http.response.start", "status": status, "headers": headers}
-        end = {"type": "http.response.body", "body": body}
+        end = {"type": "http.response.body", "body": body} if body else _NO_BODY
         return cls(status, headers, body, click, _lines(headers), start, end)
+
+
+_NO_BODY: Message = {"type": "http.response.body", "body": b""}
 
 
 def _error(status: int, body: bytes, click: str | None) -> Response:
@@ -109,9 +112,12 @@ class RedirectApp:
         self._address = address
         self._country = country_header.lower().encode("latin-1")
         self._countries = countries
-        # By code: the answer built for that link object (a new object: the link changed) and
-        # until when it holds (a 301's max-age shrinks in the last hour before expiry).
-        self._responses: dict[str, tuple[Link, Response, int]] = {}
+        # By code, for the platform ``_answered``: the redirect answering a live link while
+        # the resolver trusts its entry (``clock.monotonic()``) and while the answer's headers
+        # stay the same (``clock.now_ms()``: expiry; a 301's max-age shrinks in its last hour).
+        # The resolver tells when it drops the entry (:meth:`_dropped`).
+        self._answers: dict[str, tuple[float, int, Response]] = {}
+        self._answered: Platform | None = None
         self._paths: dict[str, str | None] = {}  # what code_of said of a path
         # By (client, user agent, referrer up to its host, trusted country header), for one
         # platform.
@@ -167,11 +173,21 @@ class RedirectApp:
         platform = self._platform()
         if platform is None or platform.click_sink.full():
             return None
-        resolution = platform.resolver.resolve_now(code, visit=not head)
-        if resolution is None:
-            return None
         now_ms = platform.clock.now_ms()
-        response = self._response(resolution, code, head, now_ms)
+        kept = self._answers.get(code)
+        if (
+            kept is not None
+            and now_ms < kept[1]
+            and platform.clock.monotonic() < kept[0]
+            and platform is self._answered
+        ):
+            platform.resolver.hit(code)
+            response = kept[2]._replace(click=None) if head else kept[2]
+        else:
+            resolution = platform.resolver.resolve_now(code, visit=not head)
+            if resolution is None:
+                return None
+            response = self._response(platform, resolution, head, now_ms)
         if response.click is not None:
             platform.click_sink.add_nowait(self._click(scope, response.click, platform, now_ms))
         return response
@@ -184,40 +200,51 @@ class RedirectApp:
         it wait for room)."""
         resolution = await platform.resolver.resolve(code, visit=not head)
         now_ms = platform.clock.now_ms()
-        response = self._response(resolution, code, head, now_ms)
+        response = self._response(platform, resolution, head, now_ms)
         if response.click is None:
             return response, None
         return response, self._click(scope, response.click, platform, now_ms)
 
-    def _response(self, resolution: Resolution, code: str, head: bool, now_ms: int) -> Response:
+    def _response(
+        self, platform: Platform, resolution: Resolution, head: bool, now_ms: int
+    ) -> Response:
         link = resolution.link
         if resolution.outcome is Outcome.REDIRECT and link is not None:
-            kept = self._responses.get(link.code)
-            if kept is not None and kept[0] is link and now_ms < kept[2]:
-                response = kept[1]
-            else:
-                response = self._redirect(link, now_ms)
+            response = self._redirect(platform, link, now_ms)
             return response._replace(click=None) if head else response
         if resolution.outcome is Outcome.GONE:
             return _GONE_RESPONSE
         return _UNKNOWN_HEAD if head else _ORPHAN_RESPONSE
 
-    def _redirect(self, link: Link, now_ms: int) -> Response:
-        """A redirect to ``link``, remembered for as long as its headers stay the same."""
+    def _redirect(self, platform: Platform, link: Link, now_ms: int) -> Response:
+        """A redirect to ``link``, kept for as long as the resolver trusts its entry and the
+        headers stay the same — unless the link counts its visits (each must reach the store)."""
         headers = [
             (b"location", link.url.encode()),
             (b"content-length", b"0"),
             (b"cache-control", self._cache_control(link, now_ms)),
         ]
         response = Response.of(link.redirect, headers, b"", link.code)
-        until = _FOREVER_MS
-        if link.redirect == 301 and link.max_visits is None and link.expires_ms is not None:
-            until = link.expires_ms - PERMANENT_MAX_AGE_S * 1000  # then max-age shrinks
+        trusted = platform.resolver.trusted_until(link)
+        if link.max_visits is not None or trusted <= platform.clock.monotonic():
+            return response
+        until = _FOREVER_MS if link.expires_ms is None else link.expires_ms
+        if link.redirect == 301 and link.expires_ms is not None:
+            until -= PERMANENT_MAX_AGE_S * 1000  # then max-age shrinks
         if now_ms < until:
-            if len(self._responses) >= RESPONSES_KEPT:
-                self._responses.clear()
-            self._responses[link.code] = (link, response, until)
+            if platform is not self._answered:  # another platform, another resolver
+                self._answers.clear()
+                self._answered = platform
+                platform.resolver.watch(self._dropped)
+            self._answers[link.code] = (trusted, until, response)
         return response
+
+    def _dropped(self, code: str | None) -> None:
+        """The resolver no longer trusts what it cached of ``code`` (of any code: ``None``)."""
+        if code is None:
+            self._answers.clear()
+        else:
+            self._answers.pop(code, None)
 
     @staticmethod
     def _cache_control(link: Link, now_ms: int) -> bytes:

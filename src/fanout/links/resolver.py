@@ -23,8 +23,10 @@ from fanout.links.ports import DeleteFeed, LinkCache, LinkStore
 
 __all__ = ["Outcome", "Resolution", "Resolver"]
 
-LRU_BYTES = 64 * 1024 * 1024  # in-process cache budget; entries cost their URL plus ~300 B
-ENTRY_OVERHEAD_B = 300  # the Link object, the tuple, the dict slot
+LRU_BYTES = 128 * 1024 * 1024  # in-process cache budget; entries cost twice their URL plus ~1 KB
+# The Link object, the tuple, the dict slot (~300 B), and the answer a redirect server builds
+# once for a live link and keeps while its entry lives (api/redirect.py: ~600 B and the URL).
+ENTRY_OVERHEAD_B = 900
 POSITIVE_TTL_S = 5.0  # how long another process may still redirect a deleted link
 SOLE_PROCESS_TTL_S = 300.0  # with no other process (embedded), deletes here invalidate at once
 BROADCAST_TTL_S = 60.0  # other processes hear of deletes through the feed; this bounds a miss
@@ -77,8 +79,28 @@ class Resolver:
         self._lru: OrderedDict[str, tuple[float, Link | None, int, Resolution]] = OrderedDict()
         self._bytes = 0
         self._epoch = 0
+        self._watchers: list[Callable[[str | None], None]] = []
         self.hits = 0
         self.lookups = 0
+
+    def watch(self, dropped: Callable[[str | None], None]) -> None:
+        """Call ``dropped(code)`` whenever this process stops trusting what it cached of
+        ``code`` (deleted, invalidated, replaced, evicted), ``dropped(None)`` when it forgets
+        every code: for what callers build from a cached link and keep, such as an answer."""
+        self._watchers.append(dropped)
+
+    def trusted_until(self, link: Link) -> float:
+        """Until when (``clock.monotonic()``) this process trusts ``link`` as cached: 0 if what
+        it caches of the code is another object (a lookup that raced a delete) or nothing."""
+        entry = self._lru.get(link.code)
+        return entry[0] if entry is not None and entry[1] is link else 0.0
+
+    def hit(self, code: str) -> None:
+        """A caller answered ``code`` from what it built of this cache's entry (see
+        :meth:`watch`): counted as a lookup answered here, and ``code`` kept recent."""
+        self.lookups += 1
+        self.hits += 1
+        self._lru.move_to_end(code)
 
     async def resolve(self, code: str, *, visit: bool = True) -> Resolution:
         """``visit=False`` (a HEAD) answers without using up a visit of a limited link."""
@@ -166,20 +188,21 @@ class Resolver:
         self, code: str, link: Link | None, now: float
     ) -> tuple[float, Link | None, int, Resolution]:
         self._drop(code)
-        cost = ENTRY_OVERHEAD_B + len(code) + (len(link.url) if link else 0)
+        cost = ENTRY_OVERHEAD_B + len(code) + (2 * len(link.url) if link else 0)
         ttl_s = self._positive_ttl_s if link else NEGATIVE_TTL_S
         answer = Resolution(Outcome.REDIRECT, link) if link else _UNKNOWN
         entry = self._lru[code] = (now + ttl_s, link, cost, answer)
         self._bytes += cost
         while self._bytes > LRU_BYTES:
-            _, (_, _, old, _) = self._lru.popitem(last=False)
-            self._bytes -= old
+            self._drop(next(iter(self._lru)))
         return entry
 
     def _drop(self, code: str) -> None:
         entry = self._lru.pop(code, None)
         if entry is not None:
             self._bytes -= entry[2]
+            for dropped in self._watchers:
+                dropped(code)
 
     async def forget(self, code: str) -> None:
         """A link was created: drop any cached "no such code" for it, here and shared."""
@@ -210,3 +233,5 @@ class Resolver:
         self._epoch += 1
         self._lru.clear()
         self._bytes = 0
+        for dropped in self._watchers:
+            dropped(None)
