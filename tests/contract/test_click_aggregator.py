@@ -32,8 +32,8 @@ class Counting:
         self.calls: list[dict[int, int]] = []
         self.fail = False
 
-    async def apply(self, group: str, batches: Mapping[int, Sequence[tuple[str, Click]]]) -> int:
-        self.calls.append({p: len(c) for p, c in batches.items()})
+    async def apply(self, group: str, batches: Mapping[int, Sequence[tuple[str, bytes]]]) -> int:
+        self.calls.append({p: len(records) for p, records in batches.items()})
         if self.fail:
             raise RuntimeError("the store is down")
         return int(await self.store.apply(group, batches))
@@ -59,7 +59,7 @@ async def test_a_window_applies_every_partition_once_and_then_releases_its_handl
     handlers.append(asyncio.create_task(aggregator.handle_batch([record(2, 7, "d", "e")])))
     await asyncio.gather(*handlers)
     assert loop.time() - began >= 0.29
-    assert store.calls == [{0: 3, 1: 1, 2: 2}]  # one transaction for the whole window
+    assert store.calls == [{0: 2, 1: 1, 2: 1}]  # one transaction for the whole window
     assert await links.clicks.totals(["a", "b", "c", "d", "e"]) == dict.fromkeys("bcde", 1) | {
         "a": 2
     }
@@ -67,13 +67,15 @@ async def test_a_window_applies_every_partition_once_and_then_releases_its_handl
 
 async def test_a_full_window_closes_at_once(links: LinksUnderTest) -> None:
     store = Counting(links.clicks)
-    aggregator = ClickAggregator(store, SystemClock(), window_s=30, window_clicks=3)
-    first = asyncio.create_task(aggregator.handle_batch([record(0, 1, "a", "b")]))
+    first_record = record(0, 1, "a", "b")
+    window_bytes = len(first_record.payload) + 1  # full with the next record
+    aggregator = ClickAggregator(store, SystemClock(), window_s=30, window_bytes=window_bytes)
+    first = asyncio.create_task(aggregator.handle_batch([first_record]))
     await asyncio.sleep(0.05)
     async with asyncio.timeout(5):
         await aggregator.handle_batch([record(1, 1, "c")])
         await first
-    assert store.calls == [{0: 2, 1: 1}]
+    assert store.calls == [{0: 1, 1: 1}]
 
 
 async def test_a_failed_window_fails_every_handler_and_counts_nothing(

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 from collections import Counter
+from collections.abc import Mapping, Sequence
 
+import msgspec
 import pytest
 
 from fanout.links.aggregate import GRAINS, Deltas, deltas
-from fanout.links.model import Click, Series
+from fanout.links.model import Click, Series, encode_clicks
+from fanout.links.ports import ClickStore
 from fanout.storage.embedded import clicks as sqlite_clicks
 from tests.contract.conftest import LinksUnderTest
 
@@ -24,6 +28,21 @@ def click(at_ms: int, visitor: str = "v1", code: str = "c1", **extra: object) ->
     return Click(code, at_ms, visitor, **values)  # type: ignore[arg-type]
 
 
+async def apply(
+    store: ClickStore, group: str, batches: Mapping[int, Sequence[tuple[str, Click]]]
+) -> int:
+    """``store.apply`` of ``(offset, click)`` pairs: consecutive clicks of one offset are one
+    record, as a batch the sink published."""
+    records = {
+        partition: [
+            (offset, encode_clicks([click for _, click in group]))
+            for offset, group in itertools.groupby(pairs, key=lambda pair: pair[0])
+        ]
+        for partition, pairs in batches.items()
+    }
+    return await store.apply(group, records)
+
+
 async def test_series_uniques_and_dimensions(links: LinksUnderTest) -> None:
     clicks = [
         click(T0 + 1_000), click(T0 + 2_000),  # same visitor, same hour: one unique
@@ -33,7 +52,7 @@ async def test_series_uniques_and_dimensions(links: LinksUnderTest) -> None:
         click(T0 + 7, visitor="crawler", device="bot", bot=True),
         click(T0 + 9, code="other"),
     ]  # fmt: skip
-    applied = await links.clicks.apply("g", {0: [(str(i + 1), c) for i, c in enumerate(clicks)]})
+    applied = await apply(links.clicks, "g", {0: [(str(i + 1), c) for i, c in enumerate(clicks)]})
     assert applied == len(clicks)
     minute = await links.clicks.stats("c1", "minute", T0, T0 + 3 * 60_000)
     assert minute.series == [Series(T0, 2, 1), Series(T0 + 60_000, 1, 1),
@@ -52,31 +71,44 @@ async def test_series_uniques_and_dimensions(links: LinksUnderTest) -> None:
 
 async def test_application_is_exactly_once_per_partition(links: LinksUnderTest) -> None:
     batch = [(str(offset), click(T0 + offset)) for offset in (3, 9, 10)]
-    assert await links.clicks.apply("g", {1: batch}) == 3
-    assert await links.clicks.apply("g", {1: batch}) == 0  # redelivered whole
+    assert await apply(links.clicks, "g", {1: batch}) == 3
+    assert await apply(links.clicks, "g", {1: batch}) == 0  # redelivered whole
     overlap = [*batch[1:], ("11", click(T0 + 11)), ("12", click(T0 + 12))]
-    assert await links.clicks.apply("g", {1: overlap}) == 2  # 9 < 10 < 11: numeric, not text
-    assert await links.clicks.apply("g", {2: [("3", click(T0))]}) == 1  # partitions apart
-    assert await links.clicks.apply("other-group", {1: [("3", click(T0))]}) == 1
+    assert await apply(links.clicks, "g", {1: overlap}) == 2  # 9 < 10 < 11: numeric, not text
+    assert await apply(links.clicks, "g", {2: [("3", click(T0))]}) == 1  # partitions apart
+    assert await apply(links.clicks, "other-group", {1: [("3", click(T0))]}) == 1
     stream_ids = [("1700000000000-9", click(T0)), ("1700000000000-10", click(T0))]
-    assert await links.clicks.apply("g", {3: stream_ids}) == 2
-    assert await links.clicks.apply("g", {3: stream_ids[:1]}) == 0
+    assert await apply(links.clicks, "g", {3: stream_ids}) == 2
+    assert await apply(links.clicks, "g", {3: stream_ids[:1]}) == 0
     assert (await links.clicks.totals(["c1"]))["c1"] == 9
+
+
+async def test_records_from_before_json_payloads_still_count(links: LinksUnderTest) -> None:
+    a, b, c = (click(T0 + i, visitor=f"v{i}") for i in range(3))
+    records = [
+        ("1", msgspec.msgpack.encode([a, b])),  # a batch in MessagePack
+        ("2", msgspec.msgpack.encode(c)),  # one click, as records were before batches
+        ("3", encode_clicks([a])),
+        ("4", encode_clicks([])),
+    ]
+    assert await links.clicks.apply("g", {0: records}) == 4
+    assert await links.clicks.apply("g", {0: records}) == 0
+    assert (await links.clicks.stats("c1", "minute", T0, T0 + 60_000)).series == [Series(T0, 4, 3)]
 
 
 async def test_partitions_apply_together_each_past_its_own_watermark(
     links: LinksUnderTest,
 ) -> None:
-    assert await links.clicks.apply("g", {4: [("5", click(T0))]}) == 1
+    assert await apply(links.clicks, "g", {4: [("5", click(T0))]}) == 1
     batches = {
         4: [("5", click(T0)), ("6", click(T0 + 1)), ("6", click(T0 + 2))],  # 5 is in already
         5: [("2", click(T0 + 3, code="c2")), ("3", click(T0 + 4, code="c2"))],
         6: [],
     }
-    assert await links.clicks.apply("g", batches) == 4
-    assert await links.clicks.apply("g", batches) == 0  # every watermark moved with the counts
+    assert await apply(links.clicks, "g", batches) == 4
+    assert await apply(links.clicks, "g", batches) == 0  # every watermark moved with the counts
     later = {5: [("3", click(T0)), ("4", click(T0 + 5, code="c2"))], 4: [("7", click(T0))]}
-    assert await links.clicks.apply("g", later) == 2
+    assert await apply(links.clicks, "g", later) == 2
     assert await links.clicks.totals(["c1", "c2"]) == {"c1": 4, "c2": 3}
 
 
@@ -86,7 +118,7 @@ async def test_concurrent_appliers_of_one_partition_never_double_count(
     batch = [(str(o), click(T0 + o)) for o in range(1, 51)]
     other = [(str(o), click(T0 + o, code="c2")) for o in range(1, 11)]
     results = await asyncio.gather(
-        *(links.clicks.apply("g", {0: batch, 1: other} if i % 2 else {1: other, 0: batch})
+        *(apply(links.clicks, "g", {0: batch, 1: other} if i % 2 else {1: other, 0: batch})
           for i in range(6))
     )  # fmt: skip
     assert sum(results) == 60
@@ -95,7 +127,7 @@ async def test_concurrent_appliers_of_one_partition_never_double_count(
 
 async def test_pruning_keeps_hours_days_and_totals(links: LinksUnderTest) -> None:
     old = [(str(o), click(T0 + o * 60_000, visitor=f"v{o}")) for o in range(1, 4)]
-    await links.clicks.apply("g", {0: old})
+    await apply(links.clicks, "g", {0: old})
     assert await links.clicks.prune(T0 + DAY, T0 + DAY) == 3 + 3  # visitors + minute buckets
     minute = await links.clicks.stats("c1", "minute", T0, T0 + 5 * 60_000)
     assert sum(p.clicks for p in minute.series) == 0
@@ -114,7 +146,7 @@ async def test_pruning_reaches_every_code_whatever_the_chunks(
            for o in range(1, 31)]  # fmt: skip
     recent = [(str(100 + o), click(T0 + 2 * DAY + o * 60_000, visitor=f"w{o}", code=f"c{o % 5}"))
               for o in range(1, 11)]  # fmt: skip
-    await links.clicks.apply("g", {0: old + recent})
+    await apply(links.clicks, "g", {0: old + recent})
     assert await links.clicks.prune(T0 + DAY, T0 + DAY) == 30 + 30  # visitors + minute buckets
     assert await links.clicks.prune(T0 + DAY, T0 + DAY) == 0
     for code in (f"c{i}" for i in range(5)):
@@ -128,7 +160,7 @@ async def test_pruning_reaches_every_code_whatever_the_chunks(
 async def test_orphan_visits_are_counted_without_dimensions(links: LinksUnderTest) -> None:
     orphans = [(str(o), click(T0 + o, code="", visitor=f"x{o}", utm_source=f"s{o}"))
                for o in range(1, 6)]  # fmt: skip
-    await links.clicks.apply("g", {0: orphans})
+    await apply(links.clicks, "g", {0: orphans})
     stats = await links.clicks.stats("", "day", T0, T0 + DAY)
     assert stats.total == 5
     assert stats.series == [Series(T0, 0, 0)]
@@ -176,7 +208,7 @@ async def test_random_batches_count_as_the_reference_arithmetic(links: LinksUnde
         for name in ("clicks", "uniques", "dims", "totals", "bots"):
             getattr(expected, name).update(getattr(found, name))
         in_order = sorted(batch, key=lambda pair: int(pair[0]))
-        assert await links.clicks.apply("g", {0: in_order}) == len(batch)
+        assert await apply(links.clicks, "g", {0: in_order}) == len(batch)
     for code in codes:
         for granularity, (grain, _) in GRAINS.items():
             stats = await links.clicks.stats(code, granularity, T0, T0 + 2 * DAY, top=100)

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from fanout.core.partition import partition_for
 from fanout.links.aggregate import DAY_MS, DIMENSIONS, HOUR_MS, MINUTE_MS, Deltas, deltas, past
-from fanout.links.clicks import click_records, decode_clicks, referrer_host, utm
-from fanout.links.model import Click
+from fanout.links.clicks import click_records, referrer_host, utm
+from fanout.links.model import Click, click_array, decode_clicks, encode_clicks
 
 T0 = 1_767_225_600_000
 
@@ -101,6 +101,19 @@ def test_a_record_of_one_click_from_before_batches_still_decodes() -> None:
         ("abc", T0, "v1", "news.example", "DE", "mobile", False, "mail", "", "")
     )
     assert decode_clicks(old) == [click]
+
+
+@given(st.lists(st.tuples(st.lists(clicks_st, max_size=5), st.sampled_from(["json", "packed"]))))
+def test_a_click_array_holds_every_click_of_records_of_every_form(
+    records: list[tuple[list[Click], str]],
+) -> None:
+    payloads = [
+        encode_clicks(clicks) if form == "json" else msgspec.msgpack.encode(clicks)
+        for clicks, form in records
+    ]
+    joined = click_array(payloads)
+    assert decode_clicks(joined) == [click for clicks, _ in records for click in clicks]
+    assert joined == encode_clicks(decode_clicks(joined))  # one plain JSON array
 
 
 def test_past_keeps_the_clicks_beyond_the_watermark() -> None:

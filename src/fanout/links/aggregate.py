@@ -12,12 +12,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from fanout.core.log import offset_order
 from fanout.links.model import Click, LinkStats, Series
 
 __all__ = ["GRAINS", "Deltas", "build_stats", "deltas", "past", "top", "visits"]
 
+T = TypeVar("T")
 MINUTE_MS, HOUR_MS, DAY_MS = 60_000, 3_600_000, 86_400_000
 GRAINS = {"minute": ("m", MINUTE_MS), "hour": ("h", HOUR_MS), "day": ("d", DAY_MS)}
 _LATER = 2**63  # past any minute
@@ -34,20 +36,16 @@ class Deltas:
 
 
 def past(
-    clicks: Sequence[tuple[str, Click]], mark: tuple[int, int]
-) -> tuple[list[Click], tuple[int, int]]:
-    """The clicks whose log offset is past ``mark`` (a partition's watermark, in
-    :func:`offset_order` form), and the highest offset among them (``mark`` if none). A record
-    carries many clicks, so each distinct offset is parsed once."""
-    fresh: list[Click] = []
+    records: Sequence[tuple[str, T]], mark: tuple[int, int]
+) -> tuple[list[T], tuple[int, int]]:
+    """The records whose log offset is past ``mark`` (a partition's watermark, in
+    :func:`offset_order` form), and the highest offset among them (``mark`` if none)."""
+    fresh: list[T] = []
     last = mark
-    orders: dict[str, tuple[int, int]] = {}
-    for offset, click in clicks:
-        order = orders.get(offset)
-        if order is None:
-            order = orders[offset] = offset_order(offset)
+    for offset, record in records:
+        order = offset_order(offset)
         if order > mark:
-            fresh.append(click)
+            fresh.append(record)
             last = max(last, order)
     return fresh, last
 

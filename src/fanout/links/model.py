@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import msgspec
 
 from fanout.accounts.model import UserId
 
-__all__ = ["Click", "Link", "LinkStats", "Series"]
+__all__ = ["Click", "Link", "LinkStats", "Series", "click_array", "decode_clicks", "encode_clicks"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,42 @@ class Click(msgspec.Struct, frozen=True, array_like=True):
     utm_source: str = ""
     utm_medium: str = ""
     utm_campaign: str = ""
+
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(list[Click]).decode
+# Records written before clicks were JSON: MessagePack, a batch or (before batches) one click.
+_decode_packed_many = msgspec.msgpack.Decoder(list[Click]).decode
+_decode_packed_one = msgspec.msgpack.Decoder(Click).decode
+
+
+def encode_clicks(clicks: Sequence[Click]) -> bytes:
+    """A record's payload on ``links.clicks``: a JSON array of clicks, each an array of its
+    fields — JSON so that a store can count a record's clicks without decoding them here
+    (SQLite reads it with its JSON functions)."""
+    return _encode(clicks)
+
+
+def decode_clicks(raw: bytes) -> list[Click]:
+    """The clicks of a record, in any form the log has carried."""
+    if raw[:1] == b"[":
+        return _decode(raw)
+    try:
+        return _decode_packed_many(raw)
+    except msgspec.ValidationError:
+        return [_decode_packed_one(raw)]
+
+
+def click_array(payloads: Iterable[bytes]) -> bytes:
+    """One JSON array of every click of ``payloads`` (records' payloads), joined as bytes:
+    no click is decoded, but those of records in an older form."""
+    parts = []
+    for raw in payloads:
+        if raw[:1] != b"[":
+            raw = encode_clicks(decode_clicks(raw))
+        if len(raw) > 2:  # not an empty batch: "[]"
+            parts.append(raw[1:-1])
+    return b"[" + b",".join(parts) + b"]"
 
 
 @dataclass(frozen=True, slots=True)

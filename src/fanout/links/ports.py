@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from fanout.accounts.model import UserId
-from fanout.links.model import Click, Link, LinkStats
+from fanout.links.model import Link, LinkStats
 
 __all__ = ["ClickStore", "DeleteFeed", "LinkCache", "LinkStore"]
 
@@ -58,9 +58,11 @@ class ClickStore(Protocol):
     counters, so a redelivered batch never counts twice and a crash never loses one.
     """
 
-    async def apply(self, group: str, batches: Mapping[int, Sequence[tuple[str, Click]]]) -> int:
-        """Aggregate ``(offset, click)`` pairs per partition, each partition's in offset order,
-        in one transaction; the number of clicks applied (those above the watermarks)."""
+    async def apply(self, group: str, batches: Mapping[int, Sequence[tuple[str, bytes]]]) -> int:
+        """Aggregate ``(offset, payload)`` records per partition, each partition's in offset
+        order, in one transaction (a payload: clicks as :func:`fanout.links.model.encode_clicks`
+        writes them, or as the log carried them before); the number of clicks applied (those
+        of records above the watermarks)."""
         ...
 
     async def stats(

@@ -15,8 +15,6 @@ import functools
 import sqlite3
 from collections.abc import Mapping, Sequence
 
-import msgspec
-
 from fanout.links.aggregate import (
     DAY_MS,
     DIMENSIONS,
@@ -26,7 +24,7 @@ from fanout.links.aggregate import (
     build_stats,
     past,
 )
-from fanout.links.model import Click, LinkStats
+from fanout.links.model import LinkStats, click_array
 from fanout.storage.embedded.engine import SqliteEngine, WriteTx
 
 __all__ = ["PRUNE_CHUNK_ROWS", "SqliteClickStore"]
@@ -113,7 +111,6 @@ _ADD_TOTALS = (
     " clicks = clicks + excluded.clicks, bots = bots + excluded.bots"
 )
 _COUNT = (_ADD_SHAPES, _NEW_VISITS, _ADD_VISITORS, _ADD_COUNTS, _ADD_DIMS, _ADD_TOTALS)
-_json = msgspec.json.encode
 
 
 def _prune_chunk(
@@ -141,20 +138,20 @@ class SqliteClickStore:
     def __init__(self, engine: SqliteEngine) -> None:
         self._engine = engine
 
-    async def apply(self, group: str, batches: Mapping[int, Sequence[tuple[str, Click]]]) -> int:
+    async def apply(self, group: str, batches: Mapping[int, Sequence[tuple[str, bytes]]]) -> int:
         return await self._engine.write(lambda tx: self._apply(tx, group, batches), offload=True)
 
     def _apply(
-        self, tx: WriteTx, group: str, batches: Mapping[int, Sequence[tuple[str, Click]]]
+        self, tx: WriteTx, group: str, batches: Mapping[int, Sequence[tuple[str, bytes]]]
     ) -> int:
-        fresh: list[Click] = []
+        fresh: list[bytes] = []
         moved: list[tuple[str, int, int, int]] = []
-        for partition, clicks in sorted(batches.items()):
+        for partition, records in sorted(batches.items()):
             row = tx.execute(
                 "SELECT hi, lo FROM click_watermarks WHERE grp = ? AND partition = ?",
                 (group, partition),
             ).fetchone()
-            later, last = past(clicks, (row[0], row[1]) if row else (-1, -1))
+            later, last = past(records, (row[0], row[1]) if row else (-1, -1))
             if later:
                 fresh += later
                 moved.append((group, partition, *last))
@@ -162,7 +159,7 @@ class SqliteClickStore:
             return 0
         for create in _CREATE:
             tx.execute(create)
-        tx.execute(_LOAD, (_json(fresh),))
+        applied = tx.execute(_LOAD, (click_array(fresh),)).rowcount
         # Emptied once counted (a window's rows would wait for the next); a batch that fails
         # rolls its rows back with it, so the tables are empty whenever one starts.
         for sql in (*_COUNT, *_EMPTY):
@@ -172,7 +169,7 @@ class SqliteClickStore:
             " ON CONFLICT (grp, partition) DO UPDATE SET hi = excluded.hi, lo = excluded.lo",
             moved,
         )
-        return len(fresh)
+        return int(applied)
 
     async def stats(
         self, code: str, granularity: str, from_ms: int, to_ms: int, top: int = 10

@@ -25,7 +25,7 @@ from fanout.accounts.model import UserId
 from fanout.core.errors import Conflict
 from fanout.core.passes import Passes, together_or_alone
 from fanout.links.aggregate import DAY_MS, GRAINS, Deltas, build_stats, deltas, past, visits
-from fanout.links.model import Click, Link, LinkStats
+from fanout.links.model import Click, Link, LinkStats, decode_clicks
 from fanout.storage.postgres.engine import PgConnection, PostgresEngine
 
 __all__ = ["PostgresClickStore", "PostgresLinkStore"]
@@ -252,7 +252,7 @@ class PostgresClickStore:
     def __init__(self, engine: PostgresEngine) -> None:
         self._engine = engine
 
-    async def apply(self, group: str, batches: Mapping[int, Sequence[tuple[str, Click]]]) -> int:
+    async def apply(self, group: str, batches: Mapping[int, Sequence[tuple[str, bytes]]]) -> int:
         async def apply_clicks(conn: PgConnection) -> int:
             partitions = sorted(batches)
             # Create the rows of partitions seen for the first time (a concurrent creator makes
@@ -266,7 +266,7 @@ class PostgresClickStore:
             for partition in partitions:
                 fresh, (hi, lo) = past(batches[partition], marks[partition])
                 if fresh:
-                    batch += fresh
+                    batch += (click for raw in fresh for click in decode_clicks(raw))
                     moved.append((partition, hi, lo))
             if not batch:
                 return 0
