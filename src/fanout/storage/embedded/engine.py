@@ -49,6 +49,10 @@ BUSY_TIMEOUT_MS = 5_000
 CHECKPOINT_EVERY_S = 0.5  # the checkpointer's pace
 WAL_RESTART_FRAMES = 4_096  # pages in the WAL past which a checkpoint waits for writes to pause
 WAL_SIZE_LIMIT = 64 * 1_048_576  # bytes the WAL file is cut back to when it starts over
+# Connections read the database file through a memory map of up to this much (address space,
+# not memory): a page read is a memory access instead of a read() system call, which on the
+# event loop's thread (a redirect's cache miss, the log's reads) gave up the GIL each time.
+MMAP_B = 1 << 30
 
 
 @dataclass(slots=True)
@@ -276,6 +280,7 @@ class SqliteEngine:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute(f"PRAGMA mmap_size={MMAP_B}")
         return conn
 
     def _open_writer(self) -> sqlite3.Connection:
