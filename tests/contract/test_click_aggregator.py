@@ -12,8 +12,8 @@ import pytest
 
 from fanout.core.clock import SystemClock
 from fanout.core.log import LogRecord, Topics
-from fanout.links.clicks import ClickAggregator, encode_clicks
-from fanout.links.model import Click
+from fanout.links.clicks import ClickAggregator
+from fanout.links.model import Click, encode_clicks
 from tests.contract.conftest import LinksUnderTest
 
 T0 = 1_767_225_600_000

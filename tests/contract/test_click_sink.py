@@ -14,8 +14,8 @@ from fanout.core.clock import SystemClock
 from fanout.core.log import Topics
 from fanout.core.partition import partition_for
 from fanout.links import clicks as clicks_module
-from fanout.links.clicks import ClickSink, decode_clicks
-from fanout.links.model import Click
+from fanout.links.clicks import ClickSink
+from fanout.links.model import Click, decode_clicks
 from fanout.storage.embedded.engine import SqliteEngine
 from fanout.storage.embedded.log import SqliteLog
 

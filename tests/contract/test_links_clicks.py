@@ -90,10 +90,13 @@ async def test_records_from_before_json_payloads_still_count(links: LinksUnderTe
         ("2", msgspec.msgpack.encode(c)),  # one click, as records were before batches
         ("3", encode_clicks([a])),
         ("4", encode_clicks([])),
+        ("5", b'[["c1", %d, "v9", "", "", "desktop", false]]' % T0),  # no UTM fields: defaults
     ]
-    assert await links.clicks.apply("g", {0: records}) == 4
+    assert await links.clicks.apply("g", {0: records}) == 5
     assert await links.clicks.apply("g", {0: records}) == 0
-    assert (await links.clicks.stats("c1", "minute", T0, T0 + 60_000)).series == [Series(T0, 4, 3)]
+    minute = await links.clicks.stats("c1", "minute", T0, T0 + 60_000)
+    assert minute.series == [Series(T0, 5, 4)]
+    assert minute.utm == {"source": [], "medium": [], "campaign": []}
 
 
 async def test_partitions_apply_together_each_past_its_own_watermark(

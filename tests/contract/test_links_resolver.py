@@ -72,6 +72,35 @@ async def test_redirects_survive_a_shared_cache_outage(links: LinksUnderTest) ->
     await resolver.forget("alive")
 
 
+async def test_watchers_hear_of_every_entry_the_resolver_stops_trusting(
+    links: LinksUnderTest,
+) -> None:
+    """What callers keep of an entry (``watch``) must go with it: deleted here, invalidated,
+    forgotten whole, replaced; and ``trusted_until`` vouches only for the very object cached."""
+    clock = ManualClock(start_ms=1_000_000)
+    link = Link("watched", OWNER, "https://example.com/w", 302, clock.now_ms(), None)
+    await links.links.create(link)
+    resolver = Resolver(links.links, links.cache, clock, positive_ttl_s=60)
+    dropped: list[str | None] = []
+    resolver.watch(dropped.append)
+    resolver.watch(dropped.append)  # once is enough
+    assert resolver.trusted_until(link) == 0.0  # nothing cached yet
+    cached = (await resolver.resolve("watched")).link
+    assert cached is not None and resolver.trusted_until(cached) == clock.monotonic() + 60
+    assert resolver.trusted_until(dataclasses.replace(cached)) == 0.0  # an equal, other object
+    resolver.invalidate("watched")
+    assert dropped == ["watched"] and resolver.trusted_until(cached) == 0.0
+    await resolver.resolve("watched")
+    await resolver.deleted(dataclasses.replace(link, deleted=True))  # drops the live one
+    await resolver.resolve("watched")  # answered from the deleted link cached: nothing dropped
+    resolver.invalidate_all()
+    assert dropped == ["watched", "watched", None]
+    resolver.unwatch(dropped.append)
+    await resolver.resolve("watched")
+    resolver.invalidate("watched")
+    assert dropped == ["watched", "watched", None]
+
+
 async def test_cached_answers_only_what_this_process_holds(links: LinksUnderTest) -> None:
     """``resolve_now`` (the HTTP protocol's synchronous path) answers from the LRU alone, as
     ``resolve`` would, and leaves misses, stale entries and limited visits to ``resolve``."""

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from fanout.links.clicks import decode_clicks
+from fanout.links.model import decode_clicks
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from fanout.core.partition import partition_for
 from fanout.links.aggregate import DAY_MS, DIMENSIONS, HOUR_MS, MINUTE_MS, Deltas, deltas, past
 from fanout.links.clicks import click_records, referrer_host, utm
-from fanout.links.model import Click, click_array, decode_clicks, encode_clicks
+from fanout.links.model import Click, decode_clicks, encode_clicks
+from fanout.storage.embedded.clicks import click_array
 
 T0 = 1_767_225_600_000
 
@@ -103,7 +104,25 @@ def test_a_record_of_one_click_from_before_batches_still_decodes() -> None:
     assert decode_clicks(old) == [click]
 
 
-@given(st.lists(st.tuples(st.lists(clicks_st, max_size=5), st.sampled_from(["json", "packed"]))))
+# Any text where a click carries text: quotes, brackets and escapes must survive the join.
+wild_clicks_st = st.builds(
+    Click,
+    code=st.text(max_size=12),
+    at_ms=st.integers(0, 2**53),
+    visitor=st.text(max_size=12),
+    referrer_host=st.text(max_size=12),
+    country=st.text(max_size=2),
+    device=st.sampled_from(["desktop", "mobile", "tablet", "bot"]),
+    bot=st.booleans(),
+    utm_source=st.text(max_size=12),
+    utm_medium=st.text(max_size=12),
+    utm_campaign=st.sampled_from(["", '"],["', "\\", "]"]),
+)
+
+
+@given(
+    st.lists(st.tuples(st.lists(wild_clicks_st, max_size=5), st.sampled_from(["json", "packed"])))
+)
 def test_a_click_array_holds_every_click_of_records_of_every_form(
     records: list[tuple[list[Click], str]],
 ) -> None:

@@ -37,7 +37,8 @@ PERMANENT_MAX_AGE_S = 3_600  # a 301 may be cached by browsers: for an hour at m
 # costs ~1 us) and what a click records of a client (its visitor hash, device, country,
 # referrer host). Each costs microseconds a redirect to rebuild, on the one thread that serves
 # every redirect. The answers to live links are kept as long as the resolver keeps the links
-# (its byte budget counts them).
+# (its byte budget counts them). Paths: ~150 B each, ~10 MB at most; over 100 000 Zipf(1.1)
+# codes a dict of 16 384 cleared when full re-matched ~17 % of redirects, of 65 536 ~6 %.
 PROFILES_KEPT = 16_384
 PATHS_KEPT = 65_536
 PATH_KEY_MAX = 65  # "/" and a code or alias (64 at most): longer paths are not kept
@@ -51,6 +52,9 @@ _NOT_FOUND = error_body("not_found", "no such link")
 def _lines(headers: list[tuple[bytes, bytes]]) -> bytes:
     """``headers`` as HTTP/1.1 header lines, each ending in CRLF."""
     return b"".join(b"%s: %s\r\n" % pair for pair in headers)
+
+
+_NO_BODY: Message = {"type": "http.response.body", "body": b""}  # every answer without a body
 
 
 class Response(NamedTuple):
@@ -71,9 +75,6 @@ class Response(NamedTuple):
         start = {"type": "http.response.start", "status": status, "headers": headers}
         end = {"type": "http.response.body", "body": body} if body else _NO_BODY
         return cls(status, headers, body, click, _lines(headers), start, end)
-
-
-_NO_BODY: Message = {"type": "http.response.body", "body": b""}
 
 
 def _error(status: int, body: bytes, click: str | None) -> Response:
@@ -233,6 +234,8 @@ class RedirectApp:
             until -= PERMANENT_MAX_AGE_S * 1000  # then max-age shrinks
         if now_ms < until:
             if platform is not self._answered:  # another platform, another resolver
+                if self._answered is not None:
+                    self._answered.resolver.unwatch(self._dropped)
                 self._answers.clear()
                 self._answered = platform
                 platform.resolver.watch(self._dropped)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import msgspec
 
 from fanout.accounts.model import UserId
 
-__all__ = ["Click", "Link", "LinkStats", "Series", "click_array", "decode_clicks", "encode_clicks"]
+__all__ = ["Click", "Link", "LinkStats", "Series", "decode_clicks", "encode_clicks"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,18 +68,6 @@ def decode_clicks(raw: bytes) -> list[Click]:
         return _decode_packed_many(raw)
     except msgspec.ValidationError:
         return [_decode_packed_one(raw)]
-
-
-def click_array(payloads: Iterable[bytes]) -> bytes:
-    """One JSON array of every click of ``payloads`` (records' payloads), joined as bytes:
-    no click is decoded, but those of records in an older form."""
-    parts = []
-    for raw in payloads:
-        if raw[:1] != b"[":
-            raw = encode_clicks(decode_clicks(raw))
-        if len(raw) > 2:  # not an empty batch: "[]"
-            parts.append(raw[1:-1])
-    return b"[" + b",".join(parts) + b"]"
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,7 +62,8 @@ class ClickStore(Protocol):
         """Aggregate ``(offset, payload)`` records per partition, each partition's in offset
         order, in one transaction (a payload: clicks as :func:`fanout.links.model.encode_clicks`
         writes them, or as the log carried them before); the number of clicks applied (those
-        of records above the watermarks)."""
+        of records above the watermarks). A malformed payload raises, and nothing of the call
+        is applied."""
         ...
 
     async def stats(

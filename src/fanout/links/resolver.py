@@ -23,10 +23,11 @@ from fanout.links.ports import DeleteFeed, LinkCache, LinkStore
 
 __all__ = ["Outcome", "Resolution", "Resolver"]
 
-LRU_BYTES = 128 * 1024 * 1024  # in-process cache budget; entries cost twice their URL plus ~1 KB
-# The Link object, the tuple, the dict slot (~300 B), and the answer a redirect server builds
-# once for a live link and keeps while its entry lives (api/redirect.py: ~600 B and the URL).
-ENTRY_OVERHEAD_B = 900
+LRU_BYTES = 128 * 1024 * 1024  # in-process cache budget, what callers keep of entries included
+ENTRY_OVERHEAD_B = 300  # the Link object, the tuple, the dict slot (and the URL, counted apart)
+# A live link's answer as a redirect front builds it once and keeps it while the entry lives
+# (api/redirect.py: headers, ASGI messages, encoded lines; the URL twice, counted apart).
+ANSWER_OVERHEAD_B = 900
 POSITIVE_TTL_S = 5.0  # how long another process may still redirect a deleted link
 SOLE_PROCESS_TTL_S = 300.0  # with no other process (embedded), deletes here invalidate at once
 BROADCAST_TTL_S = 60.0  # other processes hear of deletes through the feed; this bounds a miss
@@ -86,8 +87,15 @@ class Resolver:
     def watch(self, dropped: Callable[[str | None], None]) -> None:
         """Call ``dropped(code)`` whenever this process stops trusting what it cached of
         ``code`` (deleted, invalidated, replaced, evicted), ``dropped(None)`` when it forgets
-        every code: for what callers build from a cached link and keep, such as an answer."""
-        self._watchers.append(dropped)
+        every code: for what callers build from a cached link and keep, such as an answer.
+        An entry whose lifetime runs out is not reported: callers keep :meth:`trusted_until`'s
+        deadline and check it themselves."""
+        if dropped not in self._watchers:
+            self._watchers.append(dropped)
+
+    def unwatch(self, dropped: Callable[[str | None], None]) -> None:
+        if dropped in self._watchers:
+            self._watchers.remove(dropped)
 
     def trusted_until(self, link: Link) -> float:
         """Until when (``clock.monotonic()``) this process trusts ``link`` as cached: 0 if what
@@ -188,7 +196,11 @@ class Resolver:
         self, code: str, link: Link | None, now: float
     ) -> tuple[float, Link | None, int, Resolution]:
         self._drop(code)
-        cost = ENTRY_OVERHEAD_B + len(code) + (2 * len(link.url) if link else 0)
+        cost = ENTRY_OVERHEAD_B + len(code)
+        if link is not None:
+            cost += len(link.url)
+            if link.max_visits is None and not link.deleted:  # an answer may be kept for it
+                cost += ANSWER_OVERHEAD_B + 2 * len(link.url)
         ttl_s = self._positive_ttl_s if link else NEGATIVE_TTL_S
         answer = Resolution(Outcome.REDIRECT, link) if link else _UNKNOWN
         entry = self._lru[code] = (now + ttl_s, link, cost, answer)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from fanout.links.aggregate import (
     DAY_MS,
@@ -24,10 +24,10 @@ from fanout.links.aggregate import (
     build_stats,
     past,
 )
-from fanout.links.model import LinkStats, click_array
+from fanout.links.model import LinkStats, decode_clicks, encode_clicks
 from fanout.storage.embedded.engine import SqliteEngine, WriteTx
 
-__all__ = ["PRUNE_CHUNK_ROWS", "SqliteClickStore"]
+__all__ = ["PRUNE_CHUNK_ROWS", "SqliteClickStore", "click_array"]
 
 PRUNE_CHUNK_ROWS = 1_000  # rows one prune transaction walks (a few ms of the writer)
 
@@ -51,9 +51,13 @@ _EMPTY = tuple(f"DELETE FROM temp.{table}" for table in _TEMP_TABLES)
 
 
 def _field(i: int) -> str:
-    return f"json_extract(value, '$[{i}]')"
+    # The UTM fields (7-9) have defaults: a record from before a field existed lacks it.
+    value = f"json_extract(value, '$[{i}]')"
+    return value if i < 7 else f"coalesce({value}, '')"
 
 
+# A plain INSERT: its row count is the number of clicks loaded (a WITH before it would make the
+# count -1 in Python's sqlite3).
 _LOAD = (
     f"INSERT INTO temp.click_batch SELECT {_field(0)}, {_field(1)} - {_field(1)} % {MINUTE_MS}, "
     + ", ".join(_field(i) for i in range(2, 10))
@@ -113,6 +117,18 @@ _ADD_TOTALS = (
 _COUNT = (_ADD_SHAPES, _NEW_VISITS, _ADD_VISITORS, _ADD_COUNTS, _ADD_DIMS, _ADD_TOTALS)
 
 
+def click_array(payloads: Iterable[bytes]) -> bytes:
+    """One JSON array of every click of ``payloads`` (records' payloads), joined as bytes:
+    no click is decoded, but those of records in an older form."""
+    parts = []
+    for raw in payloads:
+        if raw[:1] != b"[":
+            raw = encode_clicks(decode_clicks(raw))
+        if len(raw) > 2:  # not an empty batch: "[]"
+            parts.append(raw[1:-1])
+    return b"[" + b",".join(parts) + b"]"
+
+
 def _prune_chunk(
     table: str, old: str, before: int, after: str | None, tx: WriteTx
 ) -> tuple[int, str | None]:
@@ -169,7 +185,7 @@ class SqliteClickStore:
             " ON CONFLICT (grp, partition) DO UPDATE SET hi = excluded.hi, lo = excluded.lo",
             moved,
         )
-        return int(applied)
+        return applied
 
     async def stats(
         self, code: str, granularity: str, from_ms: int, to_ms: int, top: int = 10
