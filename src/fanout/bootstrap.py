@@ -224,7 +224,7 @@ async def build(
             for subs, concurrency in ((first, 16), (low, LOW_LANE_CONCURRENCY))
             if subs
         ]  # fmt: skip
-        jobs = [*backend.background, reader.run_rebuilds, sink.run]
+        jobs = [*backend.background, reader.run_rebuilds, sink.run, resolver.refresh_forever]
         if consume and "links" in roles:
             jobs.append(aggregator.prune_forever)
         for job in jobs:

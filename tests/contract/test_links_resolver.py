@@ -10,7 +10,7 @@ from fanout.accounts.model import UserId
 from fanout.core.clock import ManualClock, SystemClock
 from fanout.core.errors import Unavailable
 from fanout.links.model import Link
-from fanout.links.resolver import Outcome, Resolution, Resolver
+from fanout.links.resolver import REFRESH_GATHER_S, Outcome, Resolution, Resolver
 from tests.contract.conftest import LinksUnderTest
 
 OWNER = UserId(2**60 + 5)
@@ -159,3 +159,52 @@ async def test_a_store_that_reads_without_a_wait_answers_misses_at_once(
     assert resolver.resolve_now("nowlim") is None  # read and cached, but the visit is the store's
     assert (await resolver.resolve("nowlim")).outcome is Outcome.REDIRECT
     assert (await resolver.resolve("nowlim")).outcome is Outcome.GONE
+
+
+async def test_links_redirecting_near_their_end_are_read_again_in_the_background(
+    links: LinksUnderTest,
+) -> None:
+    """With a shared cache, a link hit in the last part of its lifetime here is read again
+    from the shared cache, in the background, and trusted for another lifetime; what changed
+    meanwhile (deleted elsewhere, invalidated here, gone from the shared cache) is not
+    extended. Without a shared cache nothing is read again."""
+    clock = ManualClock(start_ms=1_000_000)
+    codes = ("fresh1", "fresh2", "fresh3", "fresh4")
+    for code in codes:
+        await links.links.create(Link(code, OWNER, f"https://example.com/{code}", 302,
+                                      clock.now_ms(), None))  # fmt: skip
+    resolver = Resolver(links.links, links.cache, clock, positive_ttl_s=60)
+    dropped: list[str | None] = []
+    resolver.watch(dropped.append)
+    cached = {code: (await resolver.resolve(code)).link for code in codes}
+    refresher = asyncio.create_task(resolver.refresh_forever())
+    try:
+        clock.advance(30)  # not yet near the end: nothing to read again
+        for code in codes:
+            assert resolver.resolve_now(code) is not None
+        await asyncio.sleep(REFRESH_GATHER_S * 2)
+        assert resolver.refreshed == 0
+        clock.advance(20)  # 10 s left of 60: due
+        if links.cache is not None:
+            deleted = dataclasses.replace(cached["fresh2"], deleted=True)  # type: ignore[arg-type]
+            await links.cache.put("fresh2", deleted, 300)  # as another process's delete does
+            await links.cache.forget("fresh3")  # the shared cache lost it
+        for code in ("fresh1", "fresh2", "fresh3", "fresh4"):
+            assert resolver.resolve_now(code) is not None
+        resolver.hit("fresh1")  # kept answers count as hits: once due is enough
+        resolver.invalidate("fresh4")  # another process's delete, heard here meanwhile
+        await asyncio.sleep(REFRESH_GATHER_S * 2)
+        clock.advance(20)  # past the first lifetime
+        if links.cache is None:
+            assert resolver.refreshed == 0
+            assert all(resolver.resolve_now(code) is None for code in codes)  # missed: re-read
+            return
+        assert resolver.refreshed == 2  # fresh1 and fresh2; fresh3 was not in the shared cache
+        assert resolver.resolve_now("fresh1") == Resolution(Outcome.REDIRECT, cached["fresh1"])
+        assert resolver.trusted_until(cached["fresh1"]) == clock.monotonic() - 20 + 60  # type: ignore[arg-type]
+        assert resolver.resolve_now("fresh2").outcome is Outcome.GONE  # type: ignore[union-attr]
+        assert resolver.resolve_now("fresh3") is None  # ran out: missed as usual
+        assert resolver.resolve_now("fresh4") is None  # invalidated, not brought back
+        assert dropped == ["fresh4", "fresh2"]  # the replaced entry is reported; fresh1 is not
+    finally:
+        refresher.cancel()

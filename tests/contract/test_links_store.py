@@ -130,6 +130,8 @@ async def test_concurrent_cache_calls_each_keep_their_own_entry(cache: Any) -> N
     codes = ["gone", "nope", *(m.code for m in made)]
     got = await asyncio.gather(*(cache.get(code) for code in codes))
     assert got == [False, None, *made]  # a fill (replace=False) overwrote nothing
+    assert await cache.get_many(codes) == got  # the same, in one call
+    assert await cache.get_many([]) == []
 
 
 async def test_a_forget_lands_after_the_fills_made_before_it(cache: Any) -> None:

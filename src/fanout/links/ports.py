@@ -90,6 +90,11 @@ class LinkCache(Protocol):
         """The cached link, ``False`` for a cached "no such code", ``None`` on a miss."""
         ...
 
+    async def get_many(self, codes: Sequence[str]) -> list[Link | bool | None]:
+        """:meth:`get` of each of ``codes``, in order, in one round trip where the cache
+        allows (a background refresh of many entries)."""
+        ...
+
     async def put(
         self, code: str, link: Link | None, ttl_s: float, *, replace: bool = True
     ) -> None:

@@ -6,14 +6,23 @@ telling every process of every delete (scaled: Redis pub/sub), ``BROADCAST_TTL_S
 failures bounded by that and by forgetting everything when the feed reports a gap. Unknown
 codes are cached ``NEGATIVE_TTL_S`` so a scan of random codes cannot hammer the store. Links
 with a visit limit are counted in the store on every visit (the slow path; they are rare).
+
+With a shared cache, a link still redirecting in the last ``REFRESH_AHEAD`` of its lifetime here
+is read again from the shared cache in the background (:meth:`Resolver.refresh_forever`), many
+codes a round trip, and trusted for another lifetime: popular links do not fall out of this
+process every lifetime, each to be missed once by a redirect that waits for Redis (measured:
+about half the misses of a 60 s benchmark, ~130 µs of the event loop each). The bound on how
+long a missed delete may redirect is unchanged: an entry is still trusted for one lifetime from
+its last read.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import enum
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from fanout.core.clock import Clock
@@ -33,6 +42,9 @@ SOLE_PROCESS_TTL_S = 300.0  # with no other process (embedded), deletes here inv
 BROADCAST_TTL_S = 60.0  # other processes hear of deletes through the feed; this bounds a miss
 NEGATIVE_TTL_S = 2.0  # unknown codes: long enough to absorb scans, short for new aliases
 SHARED_TTL_S = 300.0  # the shared cache is told of deletes, so it may keep links longer
+REFRESH_AHEAD = 0.5  # of a lifetime: a link redirecting in its last half is read again
+REFRESH_GATHER_S = 0.25  # how long the refresher lets codes gather before reading them
+REFRESH_BATCH = 256  # codes read again in one round trip
 
 
 class Outcome(enum.Enum):
@@ -81,8 +93,14 @@ class Resolver:
         self._bytes = 0
         self._epoch = 0
         self._watchers: list[Callable[[str | None], None]] = []
+        # Links to read again (code -> the entry then cached), hit within this long of their
+        # entry's end; nothing to read them from without a shared cache.
+        self._refresh_within_s = positive_ttl_s * REFRESH_AHEAD if cache is not None else 0.0
+        self._due: dict[str, tuple[float, Link | None, int, Resolution]] = {}
+        self._due_event = asyncio.Event()
         self.hits = 0
         self.lookups = 0
+        self.refreshed = 0
 
     def watch(self, dropped: Callable[[str | None], None]) -> None:
         """Call ``dropped(code)`` whenever this process stops trusting what it cached of
@@ -109,6 +127,10 @@ class Resolver:
         self.lookups += 1
         self.hits += 1
         self._lru.move_to_end(code)
+        if self._refresh_within_s:
+            entry = self._lru[code]
+            if entry[0] - self._clock.monotonic() < self._refresh_within_s:
+                self._refresh_soon(code, entry)
 
     async def resolve(self, code: str, *, visit: bool = True) -> Resolution:
         """``visit=False`` (a HEAD) answers without using up a visit of a limited link."""
@@ -132,6 +154,8 @@ class Resolver:
         entry = self._lru.get(code)
         if entry is not None and entry[0] > now:
             hit = True
+            if entry[0] - now < self._refresh_within_s:
+                self._refresh_soon(code, entry)
         elif self._get_now is not None:
             hit = False
             # Nothing can change it meanwhile: no await.
@@ -176,6 +200,46 @@ class Resolver:
         if epoch == self._epoch:  # nothing was created or deleted meanwhile
             self._remember(code, link, now)
         return link
+
+    def _refresh_soon(self, code: str, entry: tuple[float, Link | None, int, Resolution]) -> None:
+        if entry[1] is not None and code not in self._due:  # not "no such code": scans end
+            self._due[code] = entry
+            self._due_event.set()
+
+    async def refresh_forever(self) -> None:
+        """Read again, from the shared cache, the links due (see the module's docstring), until
+        cancelled. An entry that changed meanwhile (deleted, invalidated, replaced, evicted) is
+        left as it is; one the shared cache no longer holds runs out and is missed as usual."""
+        if self._cache is None:
+            return
+        while True:
+            await self._due_event.wait()
+            await asyncio.sleep(REFRESH_GATHER_S)
+            due, self._due = self._due, {}
+            self._due_event.clear()
+            codes = list(due)
+            for start in range(0, len(codes), REFRESH_BATCH):
+                await self._refresh(codes[start : start + REFRESH_BATCH], due)
+
+    async def _refresh(
+        self, codes: Sequence[str], due: dict[str, tuple[float, Link | None, int, Resolution]]
+    ) -> None:
+        assert self._cache is not None
+        now = self._clock.monotonic()  # before the read: the new lifetime starts no later
+        try:
+            found = await self._cache.get_many(codes)
+        except Unavailable:  # the entries run out and are missed as usual
+            return
+        for code, shared in zip(codes, found, strict=True):
+            entry = self._lru.get(code)
+            if entry is None or entry is not due[code] or shared is None:
+                continue
+            link = shared if isinstance(shared, Link) else None
+            if link == entry[1]:  # the same link: the same object, trusted longer
+                self._lru[code] = (now + self._positive_ttl_s, *entry[1:])
+            else:  # deleted or changed elsewhere: as a lookup would have found it
+                self._remember(code, link, now)
+            self.refreshed += 1
 
     async def _shared_get(self, code: str) -> Link | bool | None:
         if self._cache is None:

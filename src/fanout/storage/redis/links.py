@@ -69,6 +69,16 @@ def _unpack(value: bytes) -> Link | None:
     return Link(code, UserId(owner), url, redirect, created_ms, expires_ms, max_visits, deleted)
 
 
+def _entry(value: object) -> Link | bool | None:
+    """What a cache get answers for the value Redis holds (``None``: no entry)."""
+    if value is None:
+        return None
+    assert isinstance(value, bytes)  # decode_responses=False
+    if value == _TOMBSTONE:
+        return False
+    return _unpack(value)
+
+
 @dataclass(slots=True)
 class _Get:
     key: str
@@ -101,13 +111,12 @@ class RedisLinkCache:
     async def get(self, code: str) -> Link | bool | None:
         get = _Get(keys.link_cache(code))
         await self._gets.submit([get])
-        value = get.value
-        if value is None:
-            return None
-        assert isinstance(value, bytes)  # decode_responses=False
-        if value == _TOMBSTONE:
-            return False
-        return _unpack(value)
+        return _entry(get.value)
+
+    async def get_many(self, codes: Sequence[str]) -> list[Link | bool | None]:
+        gets = [_Get(keys.link_cache(code)) for code in codes]
+        await self._gets.submit(gets)  # one call's gets share a pass: one MGET
+        return [_entry(get.value) for get in gets]
 
     async def _get_pass(self, gets: Sequence[_Get]) -> None:
         async with guard("link cache get"):
