@@ -57,10 +57,11 @@ log = logging.getLogger(__name__)
 ROLES = ("feed", "chat", "notify", "links")  # consumer roles a process may take
 SECRET_KEY_NAME = "secret_key"
 CODE_KEY_NAME = "links_code_key"
-# Click records a partition adds to an aggregation window (each holds up to 500 clicks): the
-# window takes at most this many of each of the log's 8 partitions, ~64 000 clicks. At 32 a
-# window (1 s) took ~16 000, and the aggregator fell behind under load (measured in-process:
-# 5 s of 38 000 clicks/s were all counted 14.8 s after the first; 7.7 s at 128).
+# Click records a partition adds to an aggregation window at most. A record holds one sink
+# batch's clicks of its partition (~60 of 500 over 8 partitions), so at 32 a window (1 s) took
+# ~16 000 clicks, and the aggregator fell behind under load (measured in-process: 5 s of 38 000
+# clicks/s were all counted 14.8 s after the first; 7.7 s at 128). Now the window's bytes
+# (links.clicks.AGGREGATE_WINDOW_BYTES) close it first.
 CLICK_BATCH = 128
 SHUTDOWN_GRACE_S = 5.0
 LOW_LANE_CONCURRENCY = 2  # handlers at once on the low-priority lane

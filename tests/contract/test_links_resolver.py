@@ -4,7 +4,11 @@ never bring the deleted link back, and a shared cache outage must not break redi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+from collections.abc import AsyncIterator
+
+import pytest
 
 from fanout.accounts.model import UserId
 from fanout.core.clock import ManualClock, SystemClock
@@ -161,50 +165,117 @@ async def test_a_store_that_reads_without_a_wait_answers_misses_at_once(
     assert (await resolver.resolve("nowlim")).outcome is Outcome.GONE
 
 
+async def _refreshes(resolver: Resolver, at_least: int) -> None:
+    """Wait (a bounded while) until the resolver's refresher has read ``at_least`` links."""
+    for _ in range(200):
+        if resolver.refreshed >= at_least:
+            return
+        await asyncio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def _refreshing(resolver: Resolver) -> AsyncIterator[None]:
+    refresher = asyncio.create_task(resolver.refresh_forever())
+    try:
+        yield
+    finally:
+        refresher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await refresher
+
+
 async def test_links_redirecting_near_their_end_are_read_again_in_the_background(
     links: LinksUnderTest,
 ) -> None:
-    """With a shared cache, a link hit in the last part of its lifetime here is read again
-    from the shared cache, in the background, and trusted for another lifetime; what changed
-    meanwhile (deleted elsewhere, invalidated here, gone from the shared cache) is not
-    extended. Without a shared cache nothing is read again."""
+    """With a shared cache, a live link hit in the last half of its lifetime here is read
+    again in the background — from the shared cache, or from the store where the shared cache
+    lost it — and trusted for another lifetime; what changed meanwhile is cached as found, and
+    what this process dropped is not brought back. Without a shared cache nothing is read."""
     clock = ManualClock(start_ms=1_000_000)
-    codes = ("fresh1", "fresh2", "fresh3", "fresh4")
-    for code in codes:
-        await links.links.create(Link(code, OWNER, f"https://example.com/{code}", 302,
-                                      clock.now_ms(), None))  # fmt: skip
+    codes = ("fresh1", "fresh2", "fresh3", "fresh4", "fresh5")
+    made = {code: Link(code, OWNER, f"https://example.com/{code}", 302, clock.now_ms(), None)
+            for code in codes}  # fmt: skip
+    for link in made.values():
+        await links.links.create(link)
     resolver = Resolver(links.links, links.cache, clock, positive_ttl_s=60)
     dropped: list[str | None] = []
     resolver.watch(dropped.append)
     cached = {code: (await resolver.resolve(code)).link for code in codes}
-    refresher = asyncio.create_task(resolver.refresh_forever())
-    try:
-        clock.advance(30)  # not yet near the end: nothing to read again
+    async with _refreshing(resolver):
+        clock.advance(20)  # not yet in the last half: nothing is read again
         for code in codes:
             assert resolver.resolve_now(code) is not None
         await asyncio.sleep(REFRESH_GATHER_S * 2)
         assert resolver.refreshed == 0
-        clock.advance(20)  # 10 s left of 60: due
+        clock.advance(20)  # 20 s left of 60: due when hit
         if links.cache is not None:
-            deleted = dataclasses.replace(cached["fresh2"], deleted=True)  # type: ignore[arg-type]
+            deleted = dataclasses.replace(made["fresh2"], deleted=True)
             await links.cache.put("fresh2", deleted, 300)  # as another process's delete does
-            await links.cache.forget("fresh3")  # the shared cache lost it
-        for code in ("fresh1", "fresh2", "fresh3", "fresh4"):
+            await links.cache.forget("fresh3")  # the shared cache's copy ran out
+        for code in ("fresh2", "fresh3", "fresh4", "fresh5"):
             assert resolver.resolve_now(code) is not None
-        resolver.hit("fresh1")  # kept answers count as hits: once due is enough
+        resolver.hit("fresh1", clock.monotonic())  # a kept answer's hit: due as well
         resolver.invalidate("fresh4")  # another process's delete, heard here meanwhile
-        await asyncio.sleep(REFRESH_GATHER_S * 2)
-        clock.advance(20)  # past the first lifetime
+        await _refreshes(resolver, 4)
+        clock.advance(30)  # past the first lifetime
         if links.cache is None:
             assert resolver.refreshed == 0
-            assert all(resolver.resolve_now(code) is None for code in codes)  # missed: re-read
+            assert all(resolver.resolve_now(code) is None for code in codes)  # missed: read
             return
-        assert resolver.refreshed == 2  # fresh1 and fresh2; fresh3 was not in the shared cache
+        assert resolver.refreshed == 4  # all but fresh4
         assert resolver.resolve_now("fresh1") == Resolution(Outcome.REDIRECT, cached["fresh1"])
-        assert resolver.trusted_until(cached["fresh1"]) == clock.monotonic() - 20 + 60  # type: ignore[arg-type]
-        assert resolver.resolve_now("fresh2").outcome is Outcome.GONE  # type: ignore[union-attr]
-        assert resolver.resolve_now("fresh3") is None  # ran out: missed as usual
-        assert resolver.resolve_now("fresh4") is None  # invalidated, not brought back
-        assert dropped == ["fresh4", "fresh2"]  # the replaced entry is reported; fresh1 is not
-    finally:
-        refresher.cancel()
+        first = cached["fresh1"]
+        assert first is not None  # the very object, trusted 60 s from the read (20 s ago)
+        assert resolver.trusted_until(first) == clock.monotonic() - 30 + 60
+        gone = resolver.resolve_now("fresh2")
+        assert gone is not None and gone.outcome is Outcome.GONE
+        assert resolver.resolve_now("fresh3") == Resolution(Outcome.REDIRECT, made["fresh3"])
+        assert await links.cache.get("fresh3") == made["fresh3"]  # read from the store, filled
+        assert resolver.resolve_now("fresh4") is None  # dropped here: not brought back
+        assert dropped == ["fresh4", "fresh2"]  # equal links keep their entries' objects
+
+
+class GatedCache:
+    """The real shared cache, with a gate after ``get_many`` has read (to interleave a
+    delete with a refresh in flight)."""
+
+    def __init__(self, cache: object) -> None:
+        self._cache = cache
+        self.read = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._cache, name)
+
+    async def get_many(self, codes: list[str]) -> list[object]:
+        found = await self._cache.get_many(codes)  # type: ignore[attr-defined]
+        self.read.set()
+        await self.gate.wait()
+        return found  # type: ignore[no-any-return]
+
+
+async def test_a_refresh_in_flight_cannot_resurrect_a_deleted_link(
+    links: LinksUnderTest,
+) -> None:
+    if links.cache is None:
+        pytest.skip("the embedded backend has no shared cache")
+    clock = ManualClock(start_ms=1_000_000)
+    link = Link("refrace", OWNER, "https://example.com/r", 302, clock.now_ms(), None)
+    await links.links.create(link)
+    cache = GatedCache(links.cache)
+    resolver = Resolver(links.links, cache, clock, positive_ttl_s=60)  # type: ignore[arg-type]
+    await resolver.resolve("refrace")
+    clock.advance(40)
+    async with _refreshing(resolver):
+        assert resolver.resolve_now("refrace") is not None  # due: the refresher reads it live
+        await asyncio.wait_for(cache.read.wait(), 5)
+        deleted = dataclasses.replace(link, deleted=True)  # deleted by another process …
+        await links.links.delete("refrace")
+        await links.cache.put("refrace", deleted, 300)
+        resolver.invalidate("refrace")  # … and heard of here, while the refresh waits
+        assert (await resolver.resolve("refrace")).outcome is Outcome.GONE
+        cache.gate.set()
+        await _refreshes(resolver, 1)
+        await asyncio.sleep(0.05)
+    answer = resolver.resolve_now("refrace")
+    assert answer is not None and answer.outcome is Outcome.GONE  # the live read is not kept

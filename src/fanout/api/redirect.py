@@ -179,10 +179,10 @@ class RedirectApp:
         if (
             kept is not None
             and now_ms < kept[1]
-            and platform.clock.monotonic() < kept[0]
+            and (now := platform.clock.monotonic()) < kept[0]
             and platform is self._answered
         ):
-            platform.resolver.hit(code)
+            platform.resolver.hit(code, now)
             response = kept[2]._replace(click=None) if head else kept[2]
         else:
             resolution = platform.resolver.resolve_now(code, visit=not head)

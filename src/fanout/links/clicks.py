@@ -200,7 +200,9 @@ VISITORS_KEPT_MS = 2 * 86_400_000  # uniques are per hour; two days absorb late 
 MINUTES_KEPT_MS = 7 * 86_400_000  # minute series for a week; hours and days are kept
 PRUNE_EVERY_S = 600.0
 AGGREGATE_WINDOW_S = 1.0  # clicks are counted within about this long (plus the sink's linger)
-AGGREGATE_WINDOW_BYTES = 8_000_000  # or sooner, when this much waits (~80 000 clicks)
+# Or sooner, when this much waits (~40 000 clicks): on embedded a window holds SQLite's writer
+# while it is counted, ~10 us a click, so this bounds how long a link's create may wait.
+AGGREGATE_WINDOW_BYTES = 4_000_000
 
 
 class ClickAggregator:

@@ -92,7 +92,7 @@ class LinkCache(Protocol):
 
     async def get_many(self, codes: Sequence[str]) -> list[Link | bool | None]:
         """:meth:`get` of each of ``codes``, in order, in one round trip where the cache
-        allows (a background refresh of many entries)."""
+        allows (a background refresh of many entries). ``Unavailable`` when out of reach."""
         ...
 
     async def put(

@@ -115,7 +115,8 @@ class RedisLinkCache:
 
     async def get_many(self, codes: Sequence[str]) -> list[Link | bool | None]:
         gets = [_Get(keys.link_cache(code)) for code in codes]
-        await self._gets.submit(gets)  # one call's gets share a pass: one MGET
+        await self._gets.submit(gets)  # one call's gets share a pass (one MGET; a pipeline
+        # of GETs on a cluster)
         return [_entry(get.value) for get in gets]
 
     async def _get_pass(self, gets: Sequence[_Get]) -> None:
