@@ -40,8 +40,8 @@ from fanout.feed.reader import FeedReader
 from fanout.feed.service import FeedService
 from fanout.feed.worker import FanoutWorker
 from fanout.gateway import GatewayFeed
+from fanout.links.clicks import AGGREGATE_RECORDS, ClickAggregator, ClickSink
 from fanout.links.clicks import GROUP as CLICKS_GROUP
-from fanout.links.clicks import ClickAggregator, ClickSink
 from fanout.links.codes import CodePermutation
 from fanout.links.model import Link
 from fanout.links.ports import ClickStore, DeleteFeed, LinkCache, LinkStore
@@ -57,12 +57,6 @@ log = logging.getLogger(__name__)
 ROLES = ("feed", "chat", "notify", "links")  # consumer roles a process may take
 SECRET_KEY_NAME = "secret_key"
 CODE_KEY_NAME = "links_code_key"
-# Click records a partition adds to an aggregation window at most. A record holds one sink
-# batch's clicks of its partition (~60 of 500 over 8 partitions), so at 32 a window (1 s) took
-# ~16 000 clicks, and the aggregator fell behind under load (measured in-process: 5 s of 38 000
-# clicks/s were all counted 14.8 s after the first; 7.7 s at 128). Now the window's bytes
-# (links.clicks.AGGREGATE_WINDOW_BYTES) close it first.
-CLICK_BATCH = 128
 SHUTDOWN_GRACE_S = 5.0
 LOW_LANE_CONCURRENCY = 2  # handlers at once on the low-priority lane
 STOP_WAIT_S = 2.0  # how long loops asked to stop may take before they are cancelled
@@ -277,7 +271,7 @@ def _subscriptions(
                 Topics.LINKS_CLICKS,
                 CLICKS_GROUP,
                 clicks.handle,
-                batch=CLICK_BATCH,
+                batch=AGGREGATE_RECORDS,
                 batch_handler=clicks.handle_batch,
             )
         )
