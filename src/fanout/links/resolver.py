@@ -205,12 +205,18 @@ class Resolver:
         elif isinstance(shared, Link):
             link = shared
         else:
-            link = await self._store.get(code)
-            if epoch == self._epoch:
-                await self._shared_put(code, link, SHARED_TTL_S if link else NEGATIVE_TTL_S,
-                                       replace=False)  # fmt: skip
+            link = await self._from_store(code, epoch)
         if epoch == self._epoch:  # nothing was created or deleted meanwhile
             self._remember(code, link, now)
+        return link
+
+    async def _from_store(self, code: str, epoch: int) -> Link | None:
+        """The store's link for ``code``, filled into the shared cache unless a link was
+        created or deleted here since ``epoch`` (the fill could then be stale)."""
+        link = await self._store.get(code)
+        if epoch == self._epoch:
+            await self._shared_put(code, link, SHARED_TTL_S if link else NEGATIVE_TTL_S,
+                                   replace=False)  # fmt: skip
         return link
 
     def _refresh_soon(self, code: str, entry: tuple[float, Link | None, int, Resolution]) -> None:
@@ -252,20 +258,16 @@ class Resolver:
         assert self._cache is not None
         now = self._clock.monotonic()  # before the reads: the new lifetime starts no later
         epoch = self._epoch
-        shared = await self._cache.get_many(codes)
         read: dict[str, Link | None] = {}
-        for code, value in zip(codes, shared, strict=True):
-            if value is not None:
+        missing = []
+        for code, value in zip(codes, await self._cache.get_many(codes), strict=True):
+            if value is None:
+                missing.append(code)
+            else:
                 read[code] = value if isinstance(value, Link) else None
-        missing = [code for code, value in zip(codes, shared, strict=True) if value is None]
         if missing:  # the shared cache's copy ran out: read the store and fill it, as a miss
-            links = await asyncio.gather(*(self._store.get(code) for code in missing))
-            if epoch == self._epoch:  # else created or deleted meanwhile: a fill may be stale
-                await asyncio.gather(*(
-                    self._shared_put(code, link, SHARED_TTL_S if link else NEGATIVE_TTL_S,
-                                     replace=False)
-                    for code, link in zip(missing, links, strict=True)
-                ))  # fmt: skip
+            links = await asyncio.gather(*(self._from_store(code, epoch) for code in missing))
+            if epoch == self._epoch:  # else created or deleted meanwhile: may be stale
                 read.update(zip(missing, links, strict=True))
         for code, link in read.items():
             entry = self._lru.get(code)

@@ -109,9 +109,7 @@ class RedisLinkCache:
         self._puts: Passes[_Put] = Passes(self._put_pass, most=CALLS_PER_PIPELINE, at_once=1)
 
     async def get(self, code: str) -> Link | bool | None:
-        get = _Get(keys.link_cache(code))
-        await self._gets.submit([get])
-        return _entry(get.value)
+        return (await self.get_many([code]))[0]
 
     async def get_many(self, codes: Sequence[str]) -> list[Link | bool | None]:
         gets = [_Get(keys.link_cache(code)) for code in codes]
