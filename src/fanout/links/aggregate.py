@@ -67,34 +67,43 @@ def deltas(clicks: Sequence[Click], first_seen: Callable[[str, int, str], bool])
 
     Clicks that differ only in their visitor and time within a minute add to the same
     counters, so they are tallied first and the counters touched once per distinct shape: a
-    batch of a popular link costs a few counter updates, not nine per click."""
+    batch of a popular link costs a few counter updates, not nine per click. Plain ``get``
+    and set, not ``Counter``'s ``+=``, whose new keys go through ``__missing__`` in Python:
+    1.28 us a click against 1.54 (one window of a Zipf spread, in-process)."""
     out = Deltas()
-    shapes: Counter[tuple[str, int, str, str, str, str, str, str]] = Counter()
+    totals, bots = out.totals, out.bots
+    shapes: dict[tuple[str, int, str, str, str, str, str, str], int] = {}
     visits: dict[tuple[str, int, str], int] = {}  # → the earliest minute it clicked in here
+    shape_count, first_minute = shapes.get, visits.get
     for click in clicks:
+        code = click.code
         if click.bot:
-            out.bots[click.code] += 1
+            bots[code] = bots.get(code, 0) + 1
             continue
-        out.totals[click.code] += 1
-        if not click.code:
+        totals[code] = totals.get(code, 0) + 1
+        if not code:
             continue  # an orphan visit is only counted: strangers must not grow the tables
         minute = click.at_ms - click.at_ms % MINUTE_MS
-        shapes[(click.code, minute, click.referrer_host, click.country, click.device,
-                click.utm_source, click.utm_medium, click.utm_campaign)] += 1  # fmt: skip
-        visit = (click.code, minute - minute % HOUR_MS, click.visitor)
-        if minute < visits.get(visit, _LATER):
+        shape = (code, minute, click.referrer_host, click.country, click.device,
+                 click.utm_source, click.utm_medium, click.utm_campaign)  # fmt: skip
+        shapes[shape] = shape_count(shape, 0) + 1
+        visit = (code, minute - minute % HOUR_MS, click.visitor)
+        if minute < first_minute(visit, _LATER):
             visits[visit] = minute
+    counts, dims = out.clicks, out.dims
     for (code, minute, *values), n in shapes.items():
         day = minute - minute % DAY_MS
         for key in _buckets(code, minute):
-            out.clicks[key] += n
+            counts[key] = counts.get(key, 0) + n
         for dim, value in zip(DIMENSIONS, values, strict=True):
             if value:
-                out.dims[(code, day, dim, value)] += n
-    for (code, _, visitor), minute in visits.items():
-        if first_seen(code, minute - minute % HOUR_MS, visitor):
+                dim_key = (code, day, dim, value)
+                dims[dim_key] = dims.get(dim_key, 0) + n
+    uniques = out.uniques
+    for (code, hour, visitor), minute in visits.items():
+        if first_seen(code, hour, visitor):
             for key in _buckets(code, minute):
-                out.uniques[key] += 1
+                uniques[key] = uniques.get(key, 0) + 1
     return out
 
 
