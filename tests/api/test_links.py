@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from fanout.api.redirect import HIT_EVERY_S
 from fanout.core.clock import ManualClock
 from fanout.links.resolver import SOLE_PROCESS_TTL_S
 from tests.api.conftest import AppFactory, platform_of, register
@@ -149,6 +150,32 @@ async def test_kept_answers_end_with_the_resolvers_entries(make_client: AppFacto
     assert [await redirect() for _ in range(2)] == [(302, 0), (302, 1)]
     clock.advance(SOLE_PROCESS_TTL_S + 1)  # the entry's lifetime ends
     assert [await redirect() for _ in range(2)] == [(302, 0), (302, 1)]
+
+
+async def test_kept_answers_tell_the_resolver_of_a_hit_at_most_so_often(
+    make_client: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every redirect answered from a kept answer counts as a hit; the resolver's ``hit`` (LRU
+    order, refreshes falling due) hears of one at most every ``HIT_EVERY_S`` per code."""
+    clock = ManualClock(start_ms=int(dt.datetime.now(dt.UTC).timestamp() * 1000))
+    client = await make_client(build={"clock": clock})
+    resolver = platform_of(client).resolver
+    told: list[str] = []
+    hit = resolver.hit
+    monkeypatch.setattr(resolver, "hit", lambda code, now: (told.append(code), hit(code, now)))
+    _, token = await register(client, "teller")
+    one, two = [(await shorten(client, token, url=f"https://example.com/{n}"))["code"]
+                for n in ("a", "b")]  # fmt: skip
+    for code in (one, two):
+        assert (await client.get("/" + code)).status_code == 302  # resolved, then kept
+    hits = resolver.hits
+    for _ in range(3):
+        for code in (one, two):
+            assert (await client.get("/" + code)).status_code == 302
+    assert (told, resolver.hits - hits) == ([one, two], 6)
+    clock.advance(HIT_EVERY_S)
+    assert (await client.get("/" + one)).status_code == 302
+    assert told == [one, two, one]
 
 
 async def test_visit_limits_reuse_ownership_and_listing(client: httpx.AsyncClient) -> None:

@@ -13,6 +13,7 @@ from the same code.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -43,6 +44,13 @@ PROFILES_KEPT = 16_384
 PATHS_KEPT = 65_536
 PATH_KEY_MAX = 65  # "/" and a code or alias (64 at most): longer paths are not kept
 PROFILE_KEY_MAX = 1_024  # bytes of user agent and referrer past which a profile is not kept
+# A kept answer's hits reach the resolver's ``hit`` (its LRU order, a refresh falling due) at
+# most this often per code; the others are only counted. At 37 000 redirects a second over a
+# Zipf(1.1) spread of 100 000 codes, 3 in 4 are of a code told of within the last half second
+# (simulated), each spared an LRU reordering and a lookup. A refresh falls due this much later
+# at most (against half an entry's lifetime, 2.5 s at the least); the LRU's order is to within
+# it.
+HIT_EVERY_S = 0.5
 _FOREVER_MS = 2**63 - 1
 _CODE = re.compile(r"^/([A-Za-z0-9_-]{1,64})$")
 _GONE = error_body("gone", "this link is no longer available")
@@ -99,6 +107,18 @@ class _Profile(NamedTuple):
     bot: bool
 
 
+class _Kept:
+    """An answer kept for a live link (see ``RedirectApp._answers``)."""
+
+    __slots__ = ("response", "told", "trusted", "until")
+
+    def __init__(self, trusted: float, until: int, response: Response) -> None:
+        self.trusted = trusted  # clock.monotonic(): while the resolver trusts its entry
+        self.until = until  # clock.now_ms(): while its headers stay the same
+        self.response = response
+        self.told = -math.inf  # when the resolver last heard of a hit (clock.monotonic())
+
+
 class RedirectApp:
     def __init__(
         self,
@@ -117,7 +137,7 @@ class RedirectApp:
         # the resolver trusts its entry (``clock.monotonic()``) and while the answer's headers
         # stay the same (``clock.now_ms()``: expiry; a 301's max-age shrinks in its last hour).
         # The resolver tells when it drops the entry (:meth:`_dropped`).
-        self._answers: dict[str, tuple[float, int, Response]] = {}
+        self._answers: dict[str, _Kept] = {}
         self._answered: Platform | None = None
         self._paths: dict[str, str | None] = {}  # what code_of said of a path
         # By (client, user agent, referrer up to its host, trusted country header), for one
@@ -178,12 +198,16 @@ class RedirectApp:
         kept = self._answers.get(code)
         if (
             kept is not None
-            and now_ms < kept[1]
-            and (now := platform.clock.monotonic()) < kept[0]
+            and now_ms < kept.until
+            and (now := platform.clock.monotonic()) < kept.trusted
             and platform is self._answered
         ):
-            platform.resolver.hit(code, now)
-            response = kept[2]._replace(click=None) if head else kept[2]
+            if now - kept.told < HIT_EVERY_S:
+                platform.resolver.hit_again()
+            else:
+                kept.told = now
+                platform.resolver.hit(code, now)
+            response = kept.response._replace(click=None) if head else kept.response
         else:
             resolution = platform.resolver.resolve_now(code, visit=not head)
             if resolution is None:
@@ -239,7 +263,7 @@ class RedirectApp:
                 self._answers.clear()
                 self._answered = platform
                 platform.resolver.watch(self._dropped)
-            self._answers[link.code] = (trusted, until, response)
+            self._answers[link.code] = _Kept(trusted, until, response)
         return response
 
     def _dropped(self, code: str | None) -> None:

@@ -140,6 +140,12 @@ class Resolver:
         if entry[0] - now < self._refresh_within_s and code not in self._due:
             self._refresh_soon(code, entry)
 
+    def hit_again(self) -> None:
+        """A caller answered a code it told :meth:`hit` of a moment ago, from what it built
+        of the same entry: counted, and nothing else (the code is recent enough already)."""
+        self.lookups += 1
+        self.hits += 1
+
     async def resolve(self, code: str, *, visit: bool = True) -> Resolution:
         """``visit=False`` (a HEAD) answers without using up a visit of a limited link."""
         answer = self.resolve_now(code, visit=visit)
