@@ -7,10 +7,12 @@ from __future__ import annotations
 from collections import Counter
 
 import msgspec
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from fanout.core.partition import partition_for
+from fanout.links import clicks as clicks_module
 from fanout.links.aggregate import DAY_MS, DIMENSIONS, HOUR_MS, MINUTE_MS, Deltas, deltas, past
 from fanout.links.clicks import click_records, referrer_host, utm
 from fanout.links.model import Click, decode_clicks, encode_clicks
@@ -94,6 +96,21 @@ def test_records_hold_every_click_in_its_codes_partition(
         }
         decoded += batch
     assert Counter(decoded) == Counter(clicks)
+
+
+def test_remembered_partitions_stay_bounded_and_right(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sink's memo of each code's partition is cleared when full, and what it then
+    remembers again still puts each click in its code's partition."""
+    monkeypatch.setattr(clicks_module, "PARTITIONS_KEPT", 3)
+    batch = [Click(f"code{i}", T0, "v", "", "", "desktop", False) for i in range(10)]
+    for _ in range(2):  # the second time, some codes are remembered and some forgotten
+        for key, payload in click_records(batch, 5):
+            assert {partition_for(c.code, 5) for c in decode_clicks(payload)} == {
+                partition_for(key, 5)
+            }
+        known = clicks_module._PARTITIONS[5]
+        assert len(known) <= 3
+        assert all(partition == partition_for(code, 5) for code, partition in known.items())
 
 
 def test_a_record_of_one_click_from_before_batches_still_decodes() -> None:

@@ -48,8 +48,8 @@ PROFILE_KEY_MAX = 1_024  # bytes of user agent and referrer past which a profile
 # most this often per code; the others are only counted. At 37 000 redirects a second over a
 # Zipf(1.1) spread of 100 000 codes, 3 in 4 are of a code told of within the last half second
 # (simulated), each spared an LRU reordering and a lookup. A refresh falls due this much later
-# at most (against half an entry's lifetime, 2.5 s at the least); the LRU's order is to within
-# it.
+# at most, which needs half an entry's lifetime to be longer (2.5 s for the shortest lifetime
+# the platform gives, ``resolver.POSITIVE_TTL_S``); the LRU's order is to within it.
 HIT_EVERY_S = 0.5
 _FOREVER_MS = 2**63 - 1
 _CODE = re.compile(r"^/([A-Za-z0-9_-]{1,64})$")

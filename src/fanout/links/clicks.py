@@ -42,6 +42,9 @@ PARSE_CACHE = 16_384
 SINK_QUEUE = 100_000  # clicks waiting for the log; past it redirects wait for room
 SINK_BATCH = 500  # clicks per publish
 PARTITIONS_KEPT = 65_536  # codes whose partition the sink remembers (cleared when full)
+# By partition count: the partition of each code seen (a CRC-32 costs ~3 dict lookups, and the
+# sink asks it of every click it publishes).
+_PARTITIONS: dict[int, dict[str, int]] = {}
 # How long the first click of a batch waits for others. The log's costs are per record and per
 # commit (pages written to the WAL, a wake-up, read and acknowledgement by the aggregator):
 # publishing whatever was queued, a few clicks at a time, cost ~100 us per redirect at
@@ -107,7 +110,7 @@ def click_records(clicks: Sequence[Click], partitions: int) -> list[tuple[str, b
     """(key, payload) records for ``clicks``: one per partition their codes hash to, keyed by
     its first code, so that each click is in the partition of its own code."""
     by_partition: dict[int, list[Click]] = {}
-    known = _partitions_of(partitions)
+    known = _PARTITIONS.setdefault(partitions, {})
     for click in clicks:
         code = click.code
         partition = known.get(code)
@@ -121,13 +124,6 @@ def click_records(clicks: Sequence[Click], partitions: int) -> list[tuple[str, b
         else:
             group.append(click)
     return [(group[0].code, encode_clicks(group)) for group in by_partition.values()]
-
-
-@functools.cache
-def _partitions_of(partitions: int) -> dict[str, int]:
-    """The partition of each code seen, for ``partitions`` partitions (its CRC-32 is 3 times
-    a dict lookup, and the sink asks it of every click it publishes)."""
-    return {}
 
 
 class ClickSink:
