@@ -136,9 +136,7 @@ class Resolver:
         self.lookups += 1
         self.hits += 1
         self._lru.move_to_end(code)
-        entry = self._lru[code]
-        if entry[0] - now < self._refresh_within_s and code not in self._due:
-            self._refresh_soon(code, entry)
+        self._refresh_if_due(code, self._lru[code], now)
 
     def hit_again(self) -> None:
         """A caller answered a code it told :meth:`hit` of a moment ago, from what it built
@@ -168,12 +166,7 @@ class Resolver:
         entry = self._lru.get(code)
         if entry is not None and entry[0] > now:
             hit = True
-            if (
-                entry[1] is not None
-                and entry[0] - now < self._refresh_within_s
-                and code not in self._due
-            ):
-                self._refresh_soon(code, entry)
+            self._refresh_if_due(code, entry, now)
         elif self._get_now is not None:
             hit = False
             # Nothing can change it meanwhile: no await.
@@ -225,9 +218,14 @@ class Resolver:
                                    replace=False)  # fmt: skip
         return link
 
-    def _refresh_soon(self, code: str, entry: tuple[float, Link | None, int, Resolution]) -> None:
-        """Queue a live link's entry to be read again ("no such code" is not: scans end; a
-        deleted link's entry would only learn what this process told the shared cache)."""
+    def _refresh_if_due(
+        self, code: str, entry: tuple[float, Link | None, int, Resolution], now: float
+    ) -> None:
+        """Queue a live link's entry hit at ``now`` to be read again if it is within
+        ``_refresh_within_s`` of its end ("no such code" is not: scans end; a deleted link's
+        entry would only learn what this process told the shared cache)."""
+        if entry[0] - now >= self._refresh_within_s or code in self._due:
+            return
         link = entry[1]
         if link is not None and not link.deleted and len(self._due) < REFRESH_DUE_MAX:
             self._due[code] = entry
