@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 import resource
 import shutil
@@ -50,6 +49,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from bench.chat_clients import ClientProcs
 from bench.chat_report import held, log_problems, report
 from bench.chat_setup import BIG_GROUP, place, populate, secret_key
+from bench.cpu import machine_busy_s, process_cpu_s
 from bench.links import other_benchmarks
 from bench.links_load import backend_env
 from bench.links_procs import Process, fanout, profile_top, start_profile
@@ -68,7 +68,6 @@ QUIET_MAX_S = 120.0  # longest wait for the servers to finish the previous phase
 QUIET_MARGIN_CORES = 0.1  # per serve process, above its idle CPU use, that counts as quiet
 BLAST_WINDOW = 4  # messages in flight per blast sender
 SERVES = {"embedded": 1, "scaled": 2}
-_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,23 +116,6 @@ class _Run:
         return sum(s.cpu_s() for s in self.serves)
 
 
-def _cpu_s(pids: list[int]) -> float:
-    """CPU seconds (user + system) the processes ``pids`` have used so far."""
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
-    return total / _TICKS_PER_S
-
-
-def _machine_busy_s() -> float:
-    """CPU seconds all cores spent busy so far (``/proc/stat``): servers, clients, PostgreSQL,
-    Redis and anything else."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(fields[:8]) - fields[3] - fields[4]) / _TICKS_PER_S  # minus idle and iowait
-
-
 async def _sleep_until(ns: int) -> None:
     await asyncio.sleep(max(ns - time.perf_counter_ns(), 0) / 1e9)
 
@@ -180,7 +162,7 @@ async def measure(
     sending = asyncio.ensure_future(run.procs.ask_all(mode, arg))
     await _sleep_until(t0)
     frames0, began = await run.scrape("fanout_chat_frames"), time.perf_counter()
-    cpu0, client_cpu0, busy0 = run.server_cpu_s(), _cpu_s(run.procs.pids), _machine_busy_s()
+    cpu0, client_cpu0, busy0 = run.server_cpu_s(), process_cpu_s(run.procs.pids), machine_busy_s()
     spies = []
     if profile is not None:
         for stale in profile.parent.glob(f"{profile.name}.*"):  # an earlier run's
@@ -188,8 +170,8 @@ async def measure(
         spies = start_profile([s.proc.pid for s in run.serves], int(duration_s), profile)
     await _sleep_until(t0 + int(duration_s * 1e9))
     frames1, window = await run.scrape("fanout_chat_frames"), time.perf_counter() - began
-    cpu, client_cpu = run.server_cpu_s() - cpu0, _cpu_s(run.procs.pids) - client_cpu0
-    busy = _machine_busy_s() - busy0
+    cpu, client_cpu = run.server_cpu_s() - cpu0, process_cpu_s(run.procs.pids) - client_cpu0
+    busy = machine_busy_s() - busy0
     sent = await sending
     for spy in spies:
         await asyncio.to_thread(spy.wait, 120)

@@ -40,6 +40,7 @@ from typing import Any
 
 import httpx
 
+from bench.cpu import machine_busy_s
 from bench.links_load import (
     ClickCounter,
     backend_env,
@@ -147,6 +148,7 @@ class _Slices:
 
     results: list[WrkResult]
     cpu_s: list[float]
+    busy_s: list[float]  # the whole machine's (wrk, the backend's servers, everything)
 
     def median(self, field: str) -> float:
         return float(statistics.median(getattr(r, field) for r in self.results))
@@ -157,9 +159,10 @@ class _Slices:
 
 
 async def _slice(url: str, proc: Process, work: Workload, opts: Options, slices: _Slices) -> None:
-    cpu_before = proc.cpu_s()
+    cpu_before, busy_before = proc.cpu_s(), machine_busy_s()
     slices.results.append(await _wrk(url, work, opts, opts.slice_s))
     slices.cpu_s.append(proc.cpu_s() - cpu_before)
+    slices.busy_s.append(machine_busy_s() - busy_before)
 
 
 async def _measure(
@@ -185,7 +188,7 @@ async def _measure(
         await _settle(serve.url, counter, before, opts.settle_timeout_s)
         start: Lookups = await lookups(serve.url)
         others = other_benchmarks()
-        ours, raw = _Slices([], []), _Slices([], [])
+        ours, raw = _Slices([], [], []), _Slices([], [], [])
         worker_cpu = 0.0
         stem = out / f"links-profile-{backend}-{server}"
         for round_ in range(opts.rounds):
@@ -197,9 +200,10 @@ async def _measure(
                 await asyncio.to_thread(spy.wait, 120)
             # The slice's clicks are aggregated before the ceiling's slice (and their CPU is
             # fanout's): fanout's background work must not run while the ceiling is measured.
-            cpu_before = serve.cpu_s()
+            cpu_before, busy_before = serve.cpu_s(), machine_busy_s()
             await _settle(serve.url, counter, before, opts.settle_timeout_s)
             ours.cpu_s[-1] += serve.cpu_s() - cpu_before
+            ours.busy_s[-1] += machine_busy_s() - busy_before
             worker_cpu += worker.cpu_s() - worker_before if worker else 0.0
             await _slice(top.url, top, work, opts, raw)
         end = await lookups(serve.url)
@@ -240,6 +244,13 @@ async def _measure(
             "ceiling_non_3xx": sum(r.non_3xx for r in raw.results),
             "ceiling_cpu_us_per_redirect": sum(raw.cpu_s) / max(raw.requests, 1) * 1e6,
             "ceiling_cores": sum(raw.cpu_s) / sum(r.duration_s for r in raw.results),
+            # The whole machine's CPU (wrk's, PostgreSQL's, Redis', the worker's included), in
+            # the slices and, for fanout, until its clicks are aggregated: with every process
+            # on the same cores, what a redirect costs the machine bounds the ratio.
+            "machine_us_per_redirect": sum(ours.busy_s) / max(ours.requests, 1) * 1e6,
+            "ceiling_machine_us_per_redirect": sum(raw.busy_s) / max(raw.requests, 1) * 1e6,
+            "machine_cores": sum(ours.busy_s) / measured_s,
+            "ceiling_machine_cores": sum(raw.busy_s) / sum(r.duration_s for r in raw.results),
             "ratio": statistics.median(ratios),
             "ratios": ratios,
             "slices_per_s": [r.per_s for r in ours.results],

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import httpx
 
+from bench.cpu import process_cpu_s
 from bench.servers import free_port
 
 __all__ = ["Process", "ceiling", "fanout", "profile_top", "start_profile"]
 
 READY_TIMEOUT_S = 90.0  # a scaled start migrates, leases an id and waits for its relay
 STOP_TIMEOUT_S = 20.0
-_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 
 class Process:
@@ -41,12 +41,7 @@ class Process:
 
     def cpu_s(self) -> float:
         """CPU seconds (user + system) the process and its children have used so far."""
-        total = 0
-        for pid in self.pids:
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-                total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
-        return total / _TICKS_PER_S
+        return process_cpu_s(self.pids)
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-2000:]

@@ -27,6 +27,8 @@ COLUMNS = (
     ("hit_rate", "LRU hit rate"),
     ("cpu_us_per_redirect", "server CPU µs/redirect"),
     ("ceiling_cpu_us_per_redirect", "raw CPU µs/302"),
+    ("machine_us_per_redirect", "machine CPU µs/redirect"),
+    ("ceiling_machine_us_per_redirect", "machine CPU µs/302"),
     ("served", "served"),
     ("aggregated", "aggregated"),
     ("lost", "lost"),
