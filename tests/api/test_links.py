@@ -11,7 +11,7 @@ import pytest
 
 from fanout.api.redirect import HIT_EVERY_S
 from fanout.core.clock import ManualClock
-from fanout.links.resolver import SOLE_PROCESS_TTL_S
+from fanout.links.resolver import BROADCAST_TTL_S, REFRESH_AHEAD, SOLE_PROCESS_TTL_S
 from tests.api.conftest import AppFactory, platform_of, register
 
 # Every test twice per backend: straight into the ASGI app, and over HTTP through uvicorn as
@@ -176,6 +176,37 @@ async def test_kept_answers_tell_the_resolver_of_a_hit_at_most_so_often(
     clock.advance(HIT_EVERY_S)
     assert (await client.get("/" + one)).status_code == 302
     assert told == [one, two, one]
+
+
+async def test_a_kept_answer_still_has_its_link_read_again_before_it_runs_out(
+    make_client: AppFactory,
+) -> None:
+    """With a shared cache, a link still redirecting in the last part of its lifetime here is
+    read again in the background and trusted for another lifetime, also when its redirects are
+    answered from a kept answer (which tells the resolver of a hit at most every
+    ``HIT_EVERY_S``): past the first lifetime it is still a hit, not a miss."""
+    clock = ManualClock(start_ms=int(dt.datetime.now(dt.UTC).timestamp() * 1000))
+    client = await make_client(build={"clock": clock})
+    platform = platform_of(client)
+    if not platform.settings.scaled:
+        pytest.skip("embedded: no shared cache to read a link again from")
+    resolver = platform.resolver
+    _, token = await register(client, "refresher")
+    code = (await shorten(client, token, url="https://example.com/again"))["code"]
+    for _ in range(2):  # resolved and kept, then answered from what was kept
+        assert (await client.get("/" + code)).status_code == 302
+    clock.advance(BROADCAST_TTL_S * (1 - REFRESH_AHEAD) + HIT_EVERY_S)  # into its last part
+    refreshed = resolver.refreshed
+    assert (await client.get("/" + code)).status_code == 302
+    for _ in range(250):
+        if resolver.refreshed > refreshed:
+            break
+        await asyncio.sleep(0.02)
+    assert resolver.refreshed == refreshed + 1
+    clock.advance(BROADCAST_TTL_S * REFRESH_AHEAD)  # past the lifetime it was first read for
+    lookups, hits = resolver.lookups, resolver.hits
+    assert (await client.get("/" + code)).status_code == 302
+    assert (resolver.lookups - lookups, resolver.hits - hits) == (1, 1)
 
 
 async def test_visit_limits_reuse_ownership_and_listing(client: httpx.AsyncClient) -> None:
