@@ -179,25 +179,31 @@ async def test_kept_answers_tell_the_resolver_of_a_hit_at_most_so_often(
 
 
 async def test_a_kept_answer_still_has_its_link_read_again_before_it_runs_out(
-    make_client: AppFactory,
+    make_client: AppFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With a shared cache, a link still redirecting in the last part of its lifetime here is
     read again in the background and trusted for another lifetime, also when its redirects are
-    answered from a kept answer (which tells the resolver of a hit at most every
-    ``HIT_EVERY_S``): past the first lifetime it is still a hit, not a miss."""
+    answered from a kept answer, which reaches the resolver only through ``hit``: past the
+    first lifetime it is still a hit, not a miss."""
     clock = ManualClock(start_ms=int(dt.datetime.now(dt.UTC).timestamp() * 1000))
     client = await make_client(build={"clock": clock})
     platform = platform_of(client)
     if not platform.settings.scaled:
         pytest.skip("embedded: no shared cache to read a link again from")
     resolver = platform.resolver
+    told: list[str] = []
+    hit = resolver.hit
+    monkeypatch.setattr(resolver, "hit", lambda code, now: (told.append(code), hit(code, now)))
     _, token = await register(client, "refresher")
     code = (await shorten(client, token, url="https://example.com/again"))["code"]
     for _ in range(2):  # resolved and kept, then answered from what was kept
         assert (await client.get("/" + code)).status_code == 302
-    clock.advance(BROADCAST_TTL_S * (1 - REFRESH_AHEAD) + HIT_EVERY_S)  # into its last part
+    assert told == [code]
+    # Into the last part of its lifetime, and past the hit throttle's interval.
+    clock.advance(BROADCAST_TTL_S * (1 - REFRESH_AHEAD) + HIT_EVERY_S)
     refreshed = resolver.refreshed
     assert (await client.get("/" + code)).status_code == 302
+    assert told == [code, code]  # answered from the kept answer
     for _ in range(250):
         if resolver.refreshed > refreshed:
             break
