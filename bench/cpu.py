@@ -25,6 +25,8 @@ def process_cpu_s(pids: Sequence[int]) -> float:
 
 def machine_busy_s() -> float:
     """CPU seconds all cores spent busy so far (``/proc/stat``): servers, load generators,
-    PostgreSQL, Redis and anything else."""
+    PostgreSQL, Redis and anything else; not the time the hypervisor gave another guest
+    (steal)."""
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(fields[:8]) - fields[3] - fields[4]) / _TICKS_PER_S  # minus idle and iowait
+    # user, nice, system, irq, softirq (guest time is already counted in user and nice)
+    return (fields[0] + fields[1] + fields[2] + fields[5] + fields[6]) / _TICKS_PER_S

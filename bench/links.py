@@ -196,11 +196,12 @@ async def _measure(
             spies = start_profile(serve.pids, opts.slice_s, stem) if profiling else []
             worker_before = worker.cpu_s() if worker else 0.0
             await _slice(serve.url, serve, work, opts, ours)
-            for spy in spies:
-                await asyncio.to_thread(spy.wait, 120)
             # The slice's clicks are aggregated before the ceiling's slice (and their CPU is
             # fanout's): fanout's background work must not run while the ceiling is measured.
+            # (With --profile, py-spy's own CPU is in fanout's machine figures.)
             cpu_before, busy_before = serve.cpu_s(), machine_busy_s()
+            for spy in spies:
+                await asyncio.to_thread(spy.wait, 120)
             await _settle(serve.url, counter, before, opts.settle_timeout_s)
             ours.cpu_s[-1] += serve.cpu_s() - cpu_before
             settle_busy_s += machine_busy_s() - busy_before
@@ -246,9 +247,8 @@ async def _measure(
             "ceiling_cpu_us_per_redirect": sum(raw.cpu_s) / max(raw.requests, 1) * 1e6,
             "ceiling_cores": sum(raw.cpu_s) / sum(r.duration_s for r in raw.results),
             # The whole machine's CPU (wrk's, PostgreSQL's, Redis', the worker's included), in
-            # the slices and, for fanout, until its clicks are aggregated: with every process
-            # on the same cores, what a redirect costs the machine bounds the ratio. Busy cores:
-            # in the slices only.
+            # the slices and, for fanout, until their clicks are aggregated: what a redirect
+            # costs all told, every process sharing the same cores. Busy cores: in the slices.
             "machine_us_per_redirect": machine_s / max(ours.requests, 1) * 1e6,
             "ceiling_machine_us_per_redirect": sum(raw.busy_s) / max(raw.requests, 1) * 1e6,
             "machine_cores": sum(ours.busy_s) / measured_s,
