@@ -215,6 +215,7 @@ async def _measure(
         db_clicks = await counter.clicks(work.hottest)
         bots = (await counter.totals())[1] - bots_before
         measured_s = sum(r.duration_s for r in ours.results)
+        raw_s = sum(r.duration_s for r in raw.results)
         machine_s = sum(ours.busy_s) + settle_busy_s
         ratios = [a.per_s / b.per_s for a, b in zip(ours.results, raw.results, strict=True)]
         row: dict[str, Any] = {
@@ -245,14 +246,14 @@ async def _measure(
             "ceiling_p99_ms": raw.median("p99_ms"),
             "ceiling_non_3xx": sum(r.non_3xx for r in raw.results),
             "ceiling_cpu_us_per_redirect": sum(raw.cpu_s) / max(raw.requests, 1) * 1e6,
-            "ceiling_cores": sum(raw.cpu_s) / sum(r.duration_s for r in raw.results),
+            "ceiling_cores": sum(raw.cpu_s) / raw_s,
             # The whole machine's CPU (wrk's, PostgreSQL's, Redis', the worker's included), in
             # the slices and, for fanout, until their clicks are aggregated: what a redirect
             # costs all told, every process sharing the same cores. Busy cores: in the slices.
             "machine_us_per_redirect": machine_s / max(ours.requests, 1) * 1e6,
             "ceiling_machine_us_per_redirect": sum(raw.busy_s) / max(raw.requests, 1) * 1e6,
             "machine_cores": sum(ours.busy_s) / measured_s,
-            "ceiling_machine_cores": sum(raw.busy_s) / sum(r.duration_s for r in raw.results),
+            "ceiling_machine_cores": sum(raw.busy_s) / raw_s,
             "ratio": statistics.median(ratios),
             "ratios": ratios,
             "slices_per_s": [r.per_s for r in ours.results],

@@ -11,7 +11,12 @@ import pytest
 
 from fanout.api.redirect import HIT_EVERY_S
 from fanout.core.clock import ManualClock
-from fanout.links.resolver import BROADCAST_TTL_S, REFRESH_AHEAD, SOLE_PROCESS_TTL_S
+from fanout.links.resolver import (
+    BROADCAST_TTL_S,
+    REFRESH_AHEAD,
+    SOLE_PROCESS_TTL_S,
+    Resolver,
+)
 from tests.api.conftest import AppFactory, platform_of, register
 
 # Every test twice per backend: straight into the ASGI app, and over HTTP through uvicorn as
@@ -152,6 +157,14 @@ async def test_kept_answers_end_with_the_resolvers_entries(make_client: AppFacto
     assert [await redirect() for _ in range(2)] == [(302, 0), (302, 1)]
 
 
+def _told_of_hits(resolver: Resolver, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The codes the resolver's ``hit`` hears of from now on, in order (it still runs)."""
+    told: list[str] = []
+    hit = resolver.hit
+    monkeypatch.setattr(resolver, "hit", lambda code, now: (told.append(code), hit(code, now)))
+    return told
+
+
 async def test_kept_answers_tell_the_resolver_of_a_hit_at_most_so_often(
     make_client: AppFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -160,9 +173,7 @@ async def test_kept_answers_tell_the_resolver_of_a_hit_at_most_so_often(
     clock = ManualClock(start_ms=int(dt.datetime.now(dt.UTC).timestamp() * 1000))
     client = await make_client(build={"clock": clock})
     resolver = platform_of(client).resolver
-    told: list[str] = []
-    hit = resolver.hit
-    monkeypatch.setattr(resolver, "hit", lambda code, now: (told.append(code), hit(code, now)))
+    told = _told_of_hits(resolver, monkeypatch)
     _, token = await register(client, "teller")
     one, two = [(await shorten(client, token, url=f"https://example.com/{n}"))["code"]
                 for n in ("a", "b")]  # fmt: skip
@@ -191,9 +202,7 @@ async def test_a_kept_answer_still_has_its_link_read_again_before_it_runs_out(
     if not platform.settings.scaled:
         pytest.skip("embedded: no shared cache to read a link again from")
     resolver = platform.resolver
-    told: list[str] = []
-    hit = resolver.hit
-    monkeypatch.setattr(resolver, "hit", lambda code, now: (told.append(code), hit(code, now)))
+    told = _told_of_hits(resolver, monkeypatch)
     _, token = await register(client, "refresher")
     code = (await shorten(client, token, url="https://example.com/again"))["code"]
     for _ in range(2):  # resolved and kept, then answered from what was kept
